@@ -1,0 +1,107 @@
+"""API group, kinds, condition types, reasons and phases."""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "ascend.mlops.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+CATEGORY: Final = "ascend-mlops"
+
+# kind -> (plural, singular, short names)
+TRAINING_JOB: Final = "TrainingJob"
+MODEL_CONVERSION: Final = "ModelConversion"
+INFERENCE_SERVICE: Final = "InferenceService"
+
+PLURALS: Final[dict[str, str]] = {
+    TRAINING_JOB: "trainingjobs",
+    MODEL_CONVERSION: "modelconversions",
+    INFERENCE_SERVICE: "inferenceservices",
+}
+SHORT_NAMES: Final[dict[str, list[str]]] = {
+    # Chosen not to collide with KServe (isvc) or Kubeflow (tfjob, ptjob, ...).
+    TRAINING_JOB: ["amtj"],
+    MODEL_CONVERSION: ["ammc"],
+    INFERENCE_SERVICE: ["amis"],
+}
+
+# Labels and annotations put on every child object.
+LABEL_PREFIX: Final = GROUP
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_OWNER_KIND: Final = f"{GROUP}/owner-kind"
+LABEL_OWNER_NAME: Final = f"{GROUP}/owner-name"
+LABEL_REPLICA_INDEX: Final = f"{GROUP}/replica-index"
+LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+ANNOTATION_MODEL_DIGEST: Final = f"{GROUP}/model"
+PRODUCT: Final = "ascend-mlops"
+
+
+class Phase:
+    """`status.phase`: a one-word summary for printer columns. Conditions are the API."""
+
+    PENDING: Final = "Pending"
+    WAITING: Final = "Waiting"
+    RUNNING: Final = "Running"
+    SUCCEEDED: Final = "Succeeded"
+    FAILED: Final = "Failed"
+    READY: Final = "Ready"
+    NOT_READY: Final = "NotReady"
+    INVALID: Final = "Invalid"
+
+
+class ConditionType:
+    """Condition types (metav1.Condition.type)."""
+
+    # Summary conditions.
+    SUCCEEDED: Final = "Succeeded"  # TrainingJob, ModelConversion (bounded work)
+    READY: Final = "Ready"  # InferenceService (long-running)
+    # Detail conditions.
+    VALID: Final = "Valid"  # spec passed semantic validation
+    CREATED: Final = "Created"  # children created
+    RUNNING: Final = "Running"
+    RESTARTING: Final = "Restarting"
+    SOURCE_READY: Final = "SourceReady"  # referenced TrainingJob / ModelConversion done
+    MODEL_READY: Final = "ModelReady"
+    PREDICTOR_READY: Final = "PredictorReady"  # as in KServe
+    # kstatus abnormal-true conditions.
+    RECONCILING: Final = "Reconciling"
+    STALLED: Final = "Stalled"
+
+
+class Reason:
+    """Condition reasons (CamelCase, never empty). Documented in README."""
+
+    # Generic
+    CREATED: Final = "Created"
+    INVALID_SPEC: Final = "InvalidSpec"
+    RECONCILE_ERROR: Final = "ReconcileError"
+    # Training / conversion lifecycle
+    PENDING: Final = "Pending"
+    RUNNING: Final = "Running"
+    SUCCEEDED: Final = "Succeeded"
+    FAILED: Final = "Failed"
+    BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+    PERMANENT_ERROR: Final = "PermanentError"
+    POD_RESTARTED: Final = "PodRestarted"
+    POD_MISSING: Final = "PodMissing"
+    # References
+    WAITING_FOR_TRAINING_JOB: Final = "WaitingForTrainingJob"
+    WAITING_FOR_CONVERSION: Final = "WaitingForConversion"
+    REFERENCE_NOT_FOUND: Final = "ReferenceNotFound"
+    REFERENCE_FAILED: Final = "ReferenceFailed"
+    SOURCE_READY: Final = "SourceReady"
+    # Conversion
+    CONVERSION_FAILED: Final = "ConversionFailed"
+    # Inference
+    DEPLOYMENT_PROGRESSING: Final = "DeploymentProgressing"
+    MINIMUM_REPLICAS_AVAILABLE: Final = "MinimumReplicasAvailable"
+    MINIMUM_REPLICAS_UNAVAILABLE: Final = "MinimumReplicasUnavailable"
+    CRASH_LOOP: Final = "CrashLoopBackOff"
+    MODEL_LOAD_FAILED: Final = "ModelLoadFailed"
+    UNSCHEDULABLE: Final = "Unschedulable"
+    IMAGE_PULL_FAILED: Final = "ImagePullFailed"

@@ -1,0 +1,296 @@
+"""The contract between the operator and the workloads that run in its pods.
+
+The operator builds workload command lines with the helpers below, and the
+workloads' argument parsers use the same flag constants, so neither side can
+drift. Summaries travel back through the container termination message
+(Kubernetes keeps at most 4 KiB of it) as one compact JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+# ---------------------------------------------------------------------------
+# Command line: `ascend-mlops <subcommand> ...`
+# ---------------------------------------------------------------------------
+ENTRYPOINT: Final = "ascend-mlops"
+
+CMD_OPERATOR: Final = "operator"
+CMD_TRAIN: Final = "train"
+CMD_CONVERT: Final = "convert"
+CMD_SERVE: Final = "serve"
+CMD_SANDBOX: Final = "sandbox"
+
+# train
+FLAG_ALGORITHM: Final = "--algorithm"
+FLAG_DATA: Final = "--data"
+FLAG_OUTPUT: Final = "--output"
+FLAG_TRAIN_RATIO: Final = "--train-ratio"
+FLAG_SET: Final = "--set"  # NAME=VALUE, repeated (train: hyperparameters; convert: options)
+FLAG_TERMINATION_LOG: Final = "--termination-log"
+FLAG_SEED: Final = "--seed"
+FLAG_WEIGHTS: Final = "--weights"  # optional warm start from a local weights file
+
+# convert
+FLAG_TEMPLATE: Final = "--template"
+FLAG_INPUT: Final = "--input"
+FLAG_PRINT_COMMAND: Final = "--print-command"
+
+# serve
+FLAG_MODEL: Final = "--model"
+FLAG_BACKEND: Final = "--backend"
+FLAG_LABELS: Final = "--labels"
+FLAG_NAME: Final = "--name"
+FLAG_HOST: Final = "--host"
+FLAG_PORT: Final = "--port"
+FLAG_MAX_BATCH_SIZE: Final = "--max-batch-size"
+FLAG_MAX_BATCH_DELAY_MS: Final = "--max-batch-delay-ms"
+FLAG_MAX_BODY_BYTES: Final = "--max-body-bytes"
+
+DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT: Final = 4096  # bytes Kubernetes keeps
+
+# ---------------------------------------------------------------------------
+# Environment shared by workloads.
+# ---------------------------------------------------------------------------
+ENV_SIMULATOR: Final = "ASCEND_MLOPS_SIMULATOR"  # "1" enables the Ascend simulators
+ENV_TF_CONFIG: Final = "TF_CONFIG"
+ENV_ASCEND_TOOLKIT_HOME: Final = "ASCEND_TOOLKIT_HOME"  # where CANN puts atc (bin/atc)
+ENV_DEVICE_ID: Final = "ASCEND_DEVICE_ID"
+
+
+def simulator_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """True only when the user opted in to the Ascend simulator."""
+    value = (env if env is not None else os.environ).get(ENV_SIMULATOR, "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# ---------------------------------------------------------------------------
+# Exit codes. 0 is success. The codes below are PERMANENT: the input is wrong
+# and running again cannot help, so the operator does not retry them. Every
+# other non-zero code (1 for an unexpected crash, 128+N for a signal such as
+# 137 for SIGKILL/OOM) is RETRYABLE, up to the TrainingJob's backoffLimit.
+# ---------------------------------------------------------------------------
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2  # bad command line (argparse's own code)
+EXIT_INVALID_DATASET: Final = 3  # missing/empty dataset, empty class, < 2 classes
+EXIT_INVALID_PARAMETERS: Final = 4  # unknown/invalid hyperparameter or conversion option
+EXIT_INVALID_MODEL: Final = 5  # input model unusable (bad graph, missing node, ATC rejected it)
+EXIT_TOOLKIT_MISSING: Final = 6  # no CANN (atc/acl) and the simulator is off
+
+PERMANENT_EXIT_CODES: Final = frozenset(
+    {EXIT_USAGE, EXIT_INVALID_DATASET, EXIT_INVALID_PARAMETERS, EXIT_INVALID_MODEL, EXIT_TOOLKIT_MISSING}
+)
+
+
+def is_retryable_exit(code: int) -> bool:
+    return code != EXIT_OK and code not in PERMANENT_EXIT_CODES
+
+
+# ---------------------------------------------------------------------------
+# Artifact layout under a TrainingJob's output root.
+#   <output>/V001/frozen_graph/frozen_graph.pb
+#   <output>/V001/saved_model/
+#   <output>/V001/labels.txt
+#   <output>/V001/metrics.json
+#   <output>/V001/model/config.json       (ModelArts model-package shape)
+#   <output>/V001/om/model/model.om       (written by the conversion)
+#   <output>/V001/om/model/config.json
+# ---------------------------------------------------------------------------
+VERSION_PREFIX: Final = "V"
+VERSION_DIGITS: Final = 3
+FROZEN_GRAPH_DIR: Final = "frozen_graph"
+FROZEN_GRAPH_FILE: Final = "frozen_graph.pb"
+SAVED_MODEL_DIR: Final = "saved_model"
+LABELS_FILE: Final = "labels.txt"
+METRICS_FILE: Final = "metrics.json"
+MODEL_PACKAGE_DIR: Final = "model"
+MODEL_CONFIG_FILE: Final = "config.json"
+OM_OUTPUT_SUBDIR: Final = "om/model"  # default conversion output, relative to a version dir
+OM_FILE: Final = "model.om"
+
+# Graph interface the trainer exports and the seed's ATC options expect.
+INPUT_NODE: Final = "images"
+OUTPUT_NODE: Final = "logits"
+
+
+def version_name(number: int) -> str:
+    return f"{VERSION_PREFIX}{number:0{VERSION_DIGITS}d}"
+
+
+# Where the operator mounts storage inside workload containers.
+MOUNT_DATASET: Final = "/mnt/dataset"
+MOUNT_OUTPUT: Final = "/mnt/output"
+MOUNT_SOURCE: Final = "/mnt/source"
+MOUNT_MODEL: Final = "/mnt/model"
+MOUNT_WEIGHTS: Final = "/mnt/weights"
+
+# Server
+DEFAULT_SERVER_PORT: Final = 8080
+HEALTH_LIVE_PATH: Final = "/v2/health/live"
+HEALTH_READY_PATH: Final = "/v2/health/ready"
+METRICS_PATH: Final = "/metrics"
+
+# ---------------------------------------------------------------------------
+# Termination-message summaries. Keys are camelCase, like the status fields
+# the operator copies them into.
+#
+# train:   {"outputVersion": "V001",
+#           "artifacts": {"frozenGraph": "V001/frozen_graph", "savedModel": "V001/saved_model",
+#                         "labels": "V001/labels.txt", "metrics": "V001/metrics.json",
+#                         "modelPackage": "V001/model"},      # relative to the output root
+#           "metrics": {"accuracy": 0.91, "loss": 0.3, "epochs": 12},
+#           "error": "...", "exitCode": 3}                    # only on failure
+# convert: {"model": "model.om",                              # relative to --output
+#           "atcCommand": "atc --model=... ...", "simulated": false,
+#           "error": "...", "errorCodes": ["E10054"], "logTail": "..."}   # on failure
+# ---------------------------------------------------------------------------
+SUMMARY_VERSION: Final = "outputVersion"
+SUMMARY_ARTIFACTS: Final = "artifacts"
+SUMMARY_METRICS: Final = "metrics"
+SUMMARY_ERROR: Final = "error"
+SUMMARY_EXIT_CODE: Final = "exitCode"
+SUMMARY_MODEL: Final = "model"
+SUMMARY_ATC_COMMAND: Final = "atcCommand"
+SUMMARY_SIMULATED: Final = "simulated"
+SUMMARY_ERROR_CODES: Final = "errorCodes"
+SUMMARY_LOG_TAIL: Final = "logTail"
+
+ARTIFACT_FROZEN_GRAPH: Final = "frozenGraph"
+ARTIFACT_SAVED_MODEL: Final = "savedModel"
+ARTIFACT_LABELS: Final = "labels"
+ARTIFACT_METRICS: Final = "metrics"
+ARTIFACT_MODEL_PACKAGE: Final = "modelPackage"
+
+
+def encode_summary(summary: Mapping[str, Any], limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+    """Compact JSON that fits the termination-message limit.
+
+    Long string values (a log tail, an error) are shortened from the front,
+    keeping their end, until the whole object fits.
+    """
+    data = dict(summary)
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    while len(text.encode()) > limit:
+        longest = max(
+            (k for k, v in data.items() if isinstance(v, str)),
+            key=lambda k: len(data[k]),
+            default=None,
+        )
+        if longest is None or len(data[longest]) <= 16:
+            # Nothing left to shorten: drop everything but the essentials.
+            keep = {k: data[k] for k in (SUMMARY_ERROR, SUMMARY_EXIT_CODE) if k in data}
+            return json.dumps(keep, separators=(",", ":"))[:limit]
+        excess = len(text.encode()) - limit
+        value: str = data[longest]
+        data[longest] = "…" + value[max(len(value) // 2, excess + 8) :]
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return text
+
+
+def write_summary(path: str | None, summary: Mapping[str, Any]) -> None:
+    """Write the summary to the termination-message path (best effort)."""
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(encode_summary(summary))
+    except OSError:
+        # /dev/termination-log is absent outside Kubernetes; never fail the job for it.
+        pass
+
+
+def decode_summary(message: str | None) -> dict[str, Any]:
+    """Parse a termination message; anything that is not a JSON object gives {}."""
+    if not message:
+        return {}
+    try:
+        value = json.loads(message)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# ---------------------------------------------------------------------------
+# Command builders used by the operator (and by users' docs).
+# ---------------------------------------------------------------------------
+def _set_args(values: Mapping[str, Any]) -> list[str]:
+    args: list[str] = []
+    for key in sorted(values):
+        value = values[key]
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list | tuple):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        args += [FLAG_SET, f"{key}={text}"]
+    return args
+
+
+def train_args(
+    *,
+    algorithm: str,
+    data: str,
+    output: str,
+    train_ratio: float,
+    hyperparameters: Mapping[str, Any],
+    termination_log: str = DEFAULT_TERMINATION_LOG,
+    weights: str | None = None,
+    seed: int | None = None,
+) -> list[str]:
+    args = [
+        CMD_TRAIN,
+        FLAG_ALGORITHM, algorithm,
+        FLAG_DATA, data,
+        FLAG_OUTPUT, output,
+        FLAG_TRAIN_RATIO, repr(float(train_ratio)),
+    ]
+    args += _set_args(hyperparameters)
+    if weights:
+        args += [FLAG_WEIGHTS, weights]
+    if seed is not None:
+        args += [FLAG_SEED, str(seed)]
+    args += [FLAG_TERMINATION_LOG, termination_log]
+    return args
+
+
+def convert_args(
+    *,
+    template: str,
+    input_path: str,
+    output: str,
+    options: Mapping[str, Any],
+    termination_log: str = DEFAULT_TERMINATION_LOG,
+) -> list[str]:
+    args = [CMD_CONVERT, FLAG_TEMPLATE, template, FLAG_INPUT, input_path, FLAG_OUTPUT, output]
+    args += _set_args(options)
+    args += [FLAG_TERMINATION_LOG, termination_log]
+    return args
+
+
+def serve_args(
+    *,
+    model: str,
+    backend: str,
+    name: str,
+    labels: str | None = None,
+    port: int = DEFAULT_SERVER_PORT,
+    max_batch_size: int | None = None,
+    max_batch_delay_ms: float | None = None,
+    max_body_bytes: int | None = None,
+) -> list[str]:
+    args = [CMD_SERVE, FLAG_MODEL, model, FLAG_BACKEND, backend, FLAG_NAME, name]
+    if labels:
+        args += [FLAG_LABELS, labels]
+    args += [FLAG_HOST, "0.0.0.0", FLAG_PORT, str(port)]
+    if max_batch_size is not None:
+        args += [FLAG_MAX_BATCH_SIZE, str(max_batch_size)]
+    if max_batch_delay_ms is not None:
+        args += [FLAG_MAX_BATCH_DELAY_MS, f"{max_batch_delay_ms:g}"]
+    if max_body_bytes is not None:
+        args += [FLAG_MAX_BODY_BYTES, str(max_body_bytes)]
+    return args
