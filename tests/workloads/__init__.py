@@ -1,0 +1,1 @@
+"""Tests of the workloads that run inside pods."""
