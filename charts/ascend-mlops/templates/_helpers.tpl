@@ -1,0 +1,108 @@
+{{/* Names ---------------------------------------------------------------- */}}
+
+{{- define "ascend-mlops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ascend-mlops.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ascend-mlops.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ascend-mlops.labels" -}}
+helm.sh/chart: {{ include "ascend-mlops.chart" . }}
+{{ include "ascend-mlops.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ascend-mlops
+{{- end }}
+
+{{- define "ascend-mlops.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ascend-mlops.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "ascend-mlops.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ascend-mlops.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Images: [imageRegistry/]repository:tag, tag defaulting to appVersion. -- */}}
+{{- define "ascend-mlops.image" -}}
+{{- $ctx := index . 0 }}
+{{- $image := index . 1 }}
+{{- $ref := printf "%s:%s" $image.repository (default $ctx.Chart.AppVersion $image.tag | toString) }}
+{{- if $ctx.Values.imageRegistry }}
+{{- printf "%s/%s" (trimSuffix "/" $ctx.Values.imageRegistry) $ref }}
+{{- else }}
+{{- $ref }}
+{{- end }}
+{{- end }}
+
+{{/* "k1=v1,k2=v2" for ASCEND_MLOPS_ACCELERATOR_NODE_SELECTOR. */}}
+{{- define "ascend-mlops.nodeSelectorString" -}}
+{{- $pairs := list }}
+{{- range $key, $value := .Values.accelerator.nodeSelector }}
+{{- $pairs = append $pairs (printf "%s=%s" $key (toString $value)) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* Namespaces the NetworkPolicy is rendered in. */}}
+{{- define "ascend-mlops.networkPolicyNamespaces" -}}
+{{- $namespaces := .Values.networkPolicy.namespaces | default .Values.watchNamespaces | default (list .Release.Namespace) }}
+{{- toJson $namespaces }}
+{{- end }}
+
+{{/*
+RBAC rules: exactly what the operator's code calls (tests/chart/test_rbac.py
+derives that list from operator/ascend_mlops and compares). Namespaced rules
+go in the ClusterRole (all namespaces) or in one Role per watched namespace;
+cluster-scoped rules always go in the ClusterRole.
+*/}}
+{{- define "ascend-mlops.rbac.namespacedRules" -}}
+- apiGroups: ["ascend.mlops.dev"]
+  resources: ["trainingjobs", "modelconversions", "inferenceservices"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["ascend.mlops.dev"]
+  resources: ["trainingjobs/status", "modelconversions/status", "inferenceservices/status"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{- define "ascend-mlops.rbac.clusterRules" -}}
+# Kopf discovers namespaces and resources (CRDs) at runtime.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end }}
