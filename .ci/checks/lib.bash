@@ -1,5 +1,5 @@
 # Shared by the .ci/checks/*.sh scripts: repository root, tool directory, logging.
-# Sourced, not executed.
+# Sourced, not executed (hence not *.sh: .ci/run executes every .ci/checks/*.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
