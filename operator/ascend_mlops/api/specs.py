@@ -1,0 +1,664 @@
+"""Typed parsing of the three resources' specs.
+
+The CRD schemas already reject most malformed objects at `kubectl apply`; this
+module is the operator's own check of what a schema cannot express (exactly one
+of two fields, supported URI schemes, cross-field rules) and turns the raw dict
+into dataclasses the builders can trust. Every error names the field, the bad
+value and the fix, e.g.::
+
+    spec.dataset.uri: unsupported scheme 'http'; use pvc://<claim>/<path> or file:///<path>
+
+All errors of a spec are collected, so a user fixes them in one round.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ascend_mlops.api import catalog
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class FieldError(ValueError):
+    """One bad field: `<path>: <what is wrong>; <how to fix it>`."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class SpecError(ValueError):
+    """All the problems found in one spec."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+# ---------------------------------------------------------------------------
+# Storage URIs
+# ---------------------------------------------------------------------------
+SCHEME_PVC: Final = "pvc"
+SCHEME_FILE: Final = "file"
+SUPPORTED_SCHEMES: Final = (SCHEME_PVC, SCHEME_FILE)
+URI_HINT: Final = "use pvc://<claim>/<path> or file:///<path>"
+_SCHEME_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
+_DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class StorageURI:
+    """A parsed storage location.
+
+    `pvc://<claim>/<path>`: `claim` is the PersistentVolumeClaim, `path` is relative
+    to the claim's root ("" for the root). `file:///<path>`: `claim` is None and
+    `path` is absolute on the node.
+    """
+
+    scheme: str
+    claim: str | None
+    path: str
+
+    def __str__(self) -> str:
+        if self.scheme == SCHEME_PVC:
+            return f"pvc://{self.claim}/{self.path}" if self.path else f"pvc://{self.claim}"
+        return f"file://{self.path}"
+
+    def join(self, *parts: str) -> StorageURI:
+        """A location below this one; parts are relative paths ("V001/frozen_graph")."""
+        cleaned = [p.strip("/") for p in parts if p and p.strip("/")]
+        for part in cleaned:
+            if ".." in part.split("/"):
+                raise ValueError(f"refusing to join {part!r}: '..' would leave {self}")
+        if self.scheme == SCHEME_PVC:
+            path = posixpath.join(self.path, *cleaned) if self.path else posixpath.join(*cleaned) if cleaned else ""
+        else:
+            path = posixpath.join(self.path, *cleaned)
+        return StorageURI(self.scheme, self.claim, path)
+
+    def parent(self) -> StorageURI:
+        if self.scheme == SCHEME_PVC:
+            return StorageURI(self.scheme, self.claim, posixpath.dirname(self.path))
+        return StorageURI(self.scheme, None, posixpath.dirname(self.path) or "/")
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+
+def parse_storage_uri(value: object, path: str) -> StorageURI:
+    """Parse a `pvc://` or `file://` URI, or raise FieldError naming `path`."""
+    if not isinstance(value, str) or not value.strip():
+        raise FieldError(path, f"expected a storage URI, got {value!r}; {URI_HINT}")
+    text = value.strip()
+    match = _SCHEME_RE.match(text)
+    if not match:
+        raise FieldError(path, f"{text!r} is not a URI; {URI_HINT}")
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme not in SUPPORTED_SCHEMES:
+        later = " (object storage is not supported yet)" if scheme in {"s3", "obs", "gs", "http", "https"} else ""
+        raise FieldError(path, f"unsupported scheme {scheme!r}{later}; {URI_HINT}")
+    if scheme == SCHEME_FILE:
+        if not rest.startswith("/"):
+            raise FieldError(
+                path, f"{text!r} names a host or a relative path; use file:///<absolute path> (three slashes)"
+            )
+        normalised = posixpath.normpath(rest)
+        if ".." in rest.split("/"):
+            raise FieldError(path, f"{text!r} contains '..'; use a normalised absolute path")
+        return StorageURI(SCHEME_FILE, None, "/" + normalised.lstrip("/"))
+    claim, _, sub = rest.partition("/")
+    if not claim or not _DNS_SUBDOMAIN.match(claim) or len(claim) > 253:
+        raise FieldError(
+            path,
+            f"{claim!r} is not a PersistentVolumeClaim name (lowercase letters, digits, '-', '.'); "
+            "use pvc://<claim>/<path>",
+        )
+    parts = [p for p in sub.split("/") if p and p != "."]
+    if ".." in parts:
+        raise FieldError(path, f"{text!r} contains '..'; paths must stay inside the claim")
+    return StorageURI(SCHEME_PVC, claim, "/".join(parts))
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces of the three specs
+# ---------------------------------------------------------------------------
+_QUANTITY: Final = re.compile(
+    r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_ENV_NAME: Final = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_K8S_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_MODEL_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+TOLERATION_KEYS: Final = ("key", "operator", "value", "effect", "tolerationSeconds")
+CLEAN_POD_POLICIES: Final = ("Running", "All", "None")
+DEFAULT_BACKOFF_LIMIT: Final = 3
+DEFAULT_CONVERSION_BACKOFF_LIMIT: Final = 1
+MAX_WORKERS: Final = 16
+INPUT_FORMATS: Final = ("NHWC", "NCHW", "ND", "NCDHW", "NDHWC")
+OUTPUT_TYPES: Final = ("FP32", "FP16", "UINT8")
+PREFERRED_DATA_FORMATS: Final = ("5D", "4D")
+PRECISION_MODES: Final = (
+    "force_fp16",
+    "allow_fp32_to_fp16",
+    "must_keep_origin_dtype",
+    "allow_mix_precision",
+    "force_fp32",
+)
+ATC_LOG_LEVELS: Final = ("debug", "info", "warning", "error", "null")
+_INPUT_SHAPE: Final = re.compile(r"^[^:;,\s]+:-?\d+(,-?\d+)*(;[^:;,\s]+:-?\d+(,-?\d+)*)*$")
+
+# The seed's serving flavour (ascend-reference.md §1: ARM CPU 3 cores 6 GiB + 1 x Ascend 310).
+DEFAULT_SERVER_RESOURCES: Final[dict[str, dict[str, str]]] = {
+    "requests": {"cpu": "3", "memory": "6Gi"},
+    "limits": {"cpu": "3", "memory": "6Gi"},
+}
+
+# (type, minimum, maximum) per hyperparameter; None means unbounded.
+HYPERPARAMETER_TYPES: Final[dict[str, tuple[type, float | None, float | None]]] = {
+    "batch_size": (int, 1, 4096),
+    "learning_rate": (float, 0.0, 10.0),
+    "momentum": (float, 0.0, 1.0),
+    "weight_decay": (float, 0.0, 1.0),
+    "epochs": (int, 1, 10000),
+    "patience": (int, 0, 10000),
+    "image_size": (int, 16, 1024),
+    "eval_every": (int, 1, 10000),
+}
+
+
+@dataclass(frozen=True)
+class PodOptions:
+    """Pod-level settings every kind accepts."""
+
+    image: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    algorithm: str
+    hyperparameters: Mapping[str, int | float]
+    dataset: StorageURI
+    train_ratio: float
+    output: StorageURI
+    workers: int = 1
+    weights: StorageURI | None = None
+    seed: int | None = None
+    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+    clean_pod_policy: str = "Running"
+    pod: PodOptions = field(default_factory=PodOptions)
+
+
+@dataclass(frozen=True)
+class ModelConversionSpec:
+    training_job_ref: str | None
+    source: StorageURI | None
+    template: str
+    soc_version: str
+    options: Mapping[str, Any]
+    output: StorageURI | None
+    backoff_limit: int = DEFAULT_CONVERSION_BACKOFF_LIMIT
+    active_deadline_seconds: int | None = None
+    pod: PodOptions = field(default_factory=PodOptions)
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    resource: str
+    count: int
+
+
+@dataclass(frozen=True)
+class InferenceServiceSpec:
+    conversion_ref: str | None
+    model: StorageURI | None
+    labels: StorageURI | None
+    model_name: str | None
+    runtime: str
+    replicas: int
+    # None: the runtime's default (acl: one device of the configured resource; tensorflow: none).
+    accelerator: Accelerator | None
+    accelerator_explicit: bool
+    max_batch_size: int | None = None
+    max_batch_delay_ms: float | None = None
+    max_body_bytes: int | None = None
+    pod: PodOptions = field(default_factory=PodOptions)
+
+
+# ---------------------------------------------------------------------------
+# A small reader that collects errors instead of stopping at the first one
+# ---------------------------------------------------------------------------
+_MISSING: Final = object()
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message))
+
+    def mapping(self, data: Mapping[str, Any], key: str, path: str, required: bool = False) -> Mapping[str, Any]:
+        value = data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.fail(f"{path}.{key}", "is required")
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail(f"{path}.{key}", f"expected an object, got {type(value).__name__}")
+            return {}
+        return value
+
+    def string(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        default: str | None = None,
+        choices: Sequence[str] | None = None,
+        pattern: re.Pattern[str] | None = None,
+        hint: str = "",
+    ) -> str | None:
+        value = data.get(key, _MISSING)
+        where = f"{path}.{key}"
+        if value is _MISSING or value is None or value == "":
+            if required:
+                self.fail(where, f"is required{'; ' + hint if hint else ''}")
+            return default
+        if not isinstance(value, str):
+            self.fail(where, f"expected a string, got {value!r}")
+            return default
+        if choices is not None and value not in choices:
+            self.fail(where, f"unknown value {value!r}; use one of: {', '.join(choices)}")
+            return default
+        if pattern is not None and not pattern.match(value):
+            self.fail(where, f"{value!r} is not valid{'; ' + hint if hint else ''}")
+            return default
+        return value
+
+    def integer(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: int | None = None,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        value = data.get(key, _MISSING)
+        where = f"{path}.{key}"
+        if value is _MISSING or value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(where, f"expected an integer, got {value!r}")
+            return default
+        if minimum is not None and value < minimum:
+            self.fail(where, f"{value} is below the minimum {minimum}")
+            return default
+        if maximum is not None and value > maximum:
+            self.fail(where, f"{value} is above the maximum {maximum}")
+            return default
+        return value
+
+    def number(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: float | None = None,
+        exclusive_min: float | None = None,
+        exclusive_max: float | None = None,
+        minimum: float | None = None,
+    ) -> float | None:
+        value = data.get(key, _MISSING)
+        where = f"{path}.{key}"
+        if value is _MISSING or value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(where, f"expected a number, got {value!r}")
+            return default
+        number = float(value)
+        if exclusive_min is not None and number <= exclusive_min:
+            self.fail(where, f"{value} must be greater than {exclusive_min:g}")
+            return default
+        if exclusive_max is not None and number >= exclusive_max:
+            self.fail(where, f"{value} must be less than {exclusive_max:g}")
+            return default
+        if minimum is not None and number < minimum:
+            self.fail(where, f"{value} is below the minimum {minimum:g}")
+            return default
+        return number
+
+    def uri(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> StorageURI | None:
+        value = data.get(key, _MISSING)
+        if value is _MISSING or value is None or value == "":
+            if required:
+                self.fail(f"{path}.{key}", f"is required; {URI_HINT}")
+            return None
+        try:
+            return parse_storage_uri(value, f"{path}.{key}")
+        except FieldError as exc:
+            self.errors.append(exc)
+            return None
+
+    def reference(self, data: Mapping[str, Any], key: str, path: str) -> str | None:
+        value = data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.fail(f"{path}.{key}", f"expected an object such as {{name: my-job}}, got {value!r}")
+            return None
+        return self.string(
+            value,
+            "name",
+            f"{path}.{key}",
+            required=True,
+            pattern=_K8S_NAME,
+            hint="use the metadata.name of an object in the same namespace",
+        )
+
+    def string_map(self, data: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+        value = self.mapping(data, key, path)
+        result: dict[str, str] = {}
+        for k, v in value.items():
+            if not isinstance(v, str):
+                self.fail(f"{path}.{key}.{k}", f"expected a string, got {v!r}")
+            else:
+                result[str(k)] = v
+        return result
+
+    def pod_options(self, spec: Mapping[str, Any], path: str = "spec") -> PodOptions:
+        image = self.string(spec, "image", path)
+        env: list[tuple[str, str]] = []
+        raw_env = spec.get("env") or []
+        if not isinstance(raw_env, list):
+            self.fail(f"{path}.env", "expected a list of {name, value}")
+            raw_env = []
+        for index, item in enumerate(raw_env):
+            where = f"{path}.env[{index}]"
+            if not isinstance(item, Mapping):
+                self.fail(where, "expected {name, value}")
+                continue
+            name = self.string(item, "name", where, required=True, pattern=_ENV_NAME, hint="a C identifier")
+            value = item.get("value", "")
+            if not isinstance(value, str):
+                self.fail(f"{where}.value", f"expected a string, got {value!r}; quote numbers in YAML")
+                continue
+            if name:
+                env.append((name, value))
+        resources: dict[str, dict[str, str]] = {}
+        raw_resources = self.mapping(spec, "resources", path)
+        for section in ("requests", "limits"):
+            items = self.mapping(raw_resources, section, f"{path}.resources")
+            for res_name, quantity in items.items():
+                where = f"{path}.resources.{section}.{res_name}"
+                text = str(quantity) if isinstance(quantity, int | float) and not isinstance(quantity, bool) else quantity
+                if not isinstance(text, str) or not _QUANTITY.match(text):
+                    self.fail(where, f"{quantity!r} is not a quantity such as '3', '500m' or '6Gi'")
+                    continue
+                resources.setdefault(section, {})[str(res_name)] = text
+        for extra in set(raw_resources) - {"requests", "limits"}:
+            self.fail(f"{path}.resources.{extra}", "unknown field; use requests and limits")
+        node_selector = self.string_map(spec, "nodeSelector", path)
+        tolerations: list[Mapping[str, Any]] = []
+        raw_tolerations = spec.get("tolerations") or []
+        if not isinstance(raw_tolerations, list):
+            self.fail(f"{path}.tolerations", "expected a list of tolerations")
+            raw_tolerations = []
+        for index, item in enumerate(raw_tolerations):
+            where = f"{path}.tolerations[{index}]"
+            if not isinstance(item, Mapping):
+                self.fail(where, "expected a toleration {key, operator, value, effect}")
+                continue
+            unknown = set(item) - set(TOLERATION_KEYS)
+            if unknown:
+                self.fail(where, f"unknown field(s) {', '.join(sorted(unknown))}; use {', '.join(TOLERATION_KEYS)}")
+                continue
+            self.string(item, "operator", where, choices=("Exists", "Equal"))
+            self.string(item, "effect", where, choices=("NoSchedule", "PreferNoSchedule", "NoExecute"))
+            tolerations.append(dict(item))
+        return PodOptions(
+            image=image,
+            env=tuple(env),
+            resources=resources,
+            node_selector=node_selector,
+            tolerations=tuple(tolerations),
+        )
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise SpecError(self.errors)
+
+
+def _spec(body_spec: object) -> Mapping[str, Any]:
+    if not isinstance(body_spec, Mapping):
+        raise SpecError([FieldError("spec", "is required")])
+    return body_spec
+
+
+# ---------------------------------------------------------------------------
+# TrainingJob
+# ---------------------------------------------------------------------------
+def parse_training_job(raw: object) -> TrainingJobSpec:
+    spec = _spec(raw)
+    r = _Reader()
+    algorithm = r.mapping(spec, "algorithm", "spec", required=True)
+    name = r.string(
+        algorithm,
+        "name",
+        "spec.algorithm",
+        required=True,
+        choices=catalog.ALGORITHMS,
+        hint=f"use one of: {', '.join(catalog.ALGORITHMS)}",
+    )
+    hyperparameters: dict[str, int | float] = {}
+    raw_hp = r.mapping(algorithm, "hyperparameters", "spec.algorithm")
+    for key, value in raw_hp.items():
+        where = f"spec.algorithm.hyperparameters.{key}"
+        if key not in HYPERPARAMETER_TYPES:
+            r.fail(where, f"unknown hyperparameter; use one of: {', '.join(catalog.HYPERPARAMETERS)}")
+            continue
+        kind, low, high = HYPERPARAMETER_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            r.fail(where, f"expected a number, got {value!r}")
+            continue
+        if kind is int and not isinstance(value, int):
+            r.fail(where, f"expected an integer, got {value!r}")
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            r.fail(where, f"{value} is outside [{low:g}, {high:g}]")
+            continue
+        hyperparameters[key] = value if kind is int else float(value)
+    weights = r.uri(algorithm, "weights", "spec.algorithm")
+    dataset = r.mapping(spec, "dataset", "spec", required=True)
+    dataset_uri = r.uri(dataset, "uri", "spec.dataset", required=True)
+    train_ratio = r.number(
+        dataset, "trainRatio", "spec.dataset", default=catalog.DEFAULT_TRAIN_RATIO, exclusive_min=0.0, exclusive_max=1.0
+    )
+    output = r.mapping(spec, "output", "spec", required=True)
+    output_uri = r.uri(output, "uri", "spec.output", required=True)
+    workers = r.integer(spec, "workers", "spec", default=1, minimum=1, maximum=MAX_WORKERS)
+    seed = r.integer(spec, "seed", "spec", minimum=0)
+    backoff = r.integer(spec, "backoffLimit", "spec", default=DEFAULT_BACKOFF_LIMIT, minimum=0, maximum=100)
+    deadline = r.integer(spec, "activeDeadlineSeconds", "spec", minimum=1)
+    ttl = r.integer(spec, "ttlSecondsAfterFinished", "spec", minimum=0)
+    clean = r.string(spec, "cleanPodPolicy", "spec", default="Running", choices=CLEAN_POD_POLICIES)
+    pod = r.pod_options(spec)
+    if dataset_uri is not None and output_uri is not None and dataset_uri == output_uri:
+        r.fail("spec.output.uri", "is the same location as spec.dataset.uri; write outputs to their own directory")
+    r.raise_if_errors()
+    assert name is not None and dataset_uri is not None and output_uri is not None
+    return TrainingJobSpec(
+        algorithm=name,
+        hyperparameters=hyperparameters,
+        dataset=dataset_uri,
+        train_ratio=train_ratio if train_ratio is not None else catalog.DEFAULT_TRAIN_RATIO,
+        output=output_uri,
+        workers=workers or 1,
+        weights=weights,
+        seed=seed,
+        backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff is None else backoff,
+        active_deadline_seconds=deadline,
+        ttl_seconds_after_finished=ttl,
+        clean_pod_policy=clean or "Running",
+        pod=pod,
+    )
+
+
+# ---------------------------------------------------------------------------
+# ModelConversion
+# ---------------------------------------------------------------------------
+def _conversion_options(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    path = "spec.options"
+    options: dict[str, Any] = {}
+    for key in raw:
+        if key not in catalog.CONVERSION_OPTIONS:
+            r.fail(f"{path}.{key}", f"unknown option; use one of: {', '.join(catalog.CONVERSION_OPTIONS)}")
+    shape = r.string(raw, "inputShape", path, pattern=_INPUT_SHAPE, hint="use NAME:D1,D2,... such as 'images:1,224,224,3'")
+    fields: list[tuple[str, Any]] = [
+        ("inputShape", shape),
+        ("inputFormat", r.string(raw, "inputFormat", path, choices=INPUT_FORMATS)),
+        ("outNodes", r.string(raw, "outNodes", path)),
+        ("outputType", r.string(raw, "outputType", path, choices=OUTPUT_TYPES)),
+        ("preferredDataFormat", r.string(raw, "preferredDataFormat", path, choices=PREFERRED_DATA_FORMATS)),
+        ("highPrecision", r.integer(raw, "highPrecision", path, minimum=0, maximum=1)),
+        ("precisionMode", r.string(raw, "precisionMode", path, choices=PRECISION_MODES)),
+        ("log", r.string(raw, "log", path, choices=ATC_LOG_LEVELS)),
+    ]
+    l2 = raw.get("l2Optimize")
+    if l2 is not None and not isinstance(l2, bool):
+        r.fail(f"{path}.l2Optimize", f"expected true or false, got {l2!r}")
+    else:
+        fields.append(("l2Optimize", l2))
+    sizes = raw.get("dynamicBatchSizes")
+    if sizes is not None:
+        if (
+            not isinstance(sizes, list)
+            or not 2 <= len(sizes) <= 100
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 2048 for s in sizes)
+        ):
+            r.fail(f"{path}.dynamicBatchSizes", f"{sizes!r} must be 2 to 100 integers in [1, 2048], e.g. [1, 2, 4, 8]")
+        else:
+            fields.append(("dynamicBatchSizes", list(sizes)))
+            if shape and not any(dims.split(":", 1)[1].split(",")[0] == "-1" for dims in shape.split(";")):
+                r.fail(
+                    f"{path}.inputShape",
+                    f"{shape!r} has a fixed batch size but dynamicBatchSizes is set; use -1 as the batch "
+                    "dimension, e.g. 'images:-1,224,224,3'",
+                )
+    for key, value in fields:
+        if value is not None:
+            options[key] = value
+    return options
+
+
+def parse_model_conversion(raw: object) -> ModelConversionSpec:
+    spec = _spec(raw)
+    r = _Reader()
+    source = r.mapping(spec, "source", "spec", required=True)
+    ref = r.reference(source, "trainingJobRef", "spec.source")
+    source_uri = r.uri(source, "uri", "spec.source")
+    if isinstance(spec.get("source"), Mapping) and ("trainingJobRef" in source) == ("uri" in source):
+        r.fail(
+            "spec.source",
+            "set exactly one of trainingJobRef (a TrainingJob in this namespace) or uri (a frozen graph)",
+        )
+    template = r.string(spec, "template", "spec", default=catalog.TEMPLATE_SEED, choices=catalog.TEMPLATES)
+    soc = r.string(spec, "socVersion", "spec", default=catalog.SOC_VERSIONS[0], choices=catalog.SOC_VERSIONS)
+    options = _conversion_options(r, r.mapping(spec, "options", "spec"))
+    output = r.mapping(spec, "output", "spec")
+    output_uri = r.uri(output, "uri", "spec.output")
+    backoff = r.integer(spec, "backoffLimit", "spec", default=DEFAULT_CONVERSION_BACKOFF_LIMIT, minimum=0, maximum=100)
+    deadline = r.integer(spec, "activeDeadlineSeconds", "spec", minimum=1)
+    pod = r.pod_options(spec)
+    r.raise_if_errors()
+    return ModelConversionSpec(
+        training_job_ref=ref,
+        source=source_uri,
+        template=template or catalog.TEMPLATE_SEED,
+        soc_version=soc or catalog.SOC_VERSIONS[0],
+        options=options,
+        output=output_uri,
+        backoff_limit=DEFAULT_CONVERSION_BACKOFF_LIMIT if backoff is None else backoff,
+        active_deadline_seconds=deadline,
+        pod=pod,
+    )
+
+
+# ---------------------------------------------------------------------------
+# InferenceService
+# ---------------------------------------------------------------------------
+def parse_inference_service(raw: object, default_accelerator_resource: str) -> InferenceServiceSpec:
+    spec = _spec(raw)
+    r = _Reader()
+    model = r.mapping(spec, "model", "spec", required=True)
+    ref = r.reference(model, "conversionRef", "spec.model")
+    model_uri = r.uri(model, "uri", "spec.model")
+    if isinstance(spec.get("model"), Mapping) and ("conversionRef" in model) == ("uri" in model):
+        r.fail(
+            "spec.model",
+            "set exactly one of conversionRef (a ModelConversion in this namespace) or uri (a model location)",
+        )
+    labels = r.uri(model, "labels", "spec.model")
+    model_name = r.string(
+        model, "name", "spec.model", pattern=_MODEL_NAME, hint="letters, digits, '_', '.', '-', at most 63"
+    )
+    runtime = r.string(spec, "runtime", "spec", default="acl", choices=catalog.BACKENDS) or "acl"
+    replicas = r.integer(spec, "replicas", "spec", default=1, minimum=1, maximum=100)
+    raw_acc = spec.get("accelerator")
+    explicit = raw_acc is not None
+    accelerator: Accelerator | None = None
+    if explicit:
+        acc = r.mapping(spec, "accelerator", "spec")
+        resource = r.string(acc, "resource", "spec.accelerator", default=default_accelerator_resource)
+        if resource is not None and "/" not in resource:
+            r.fail("spec.accelerator.resource", f"{resource!r} is not an extended resource such as 'huawei.com/Ascend310'")
+        count = r.integer(acc, "count", "spec.accelerator", default=1, minimum=0, maximum=64)
+        if resource and count:
+            accelerator = Accelerator(resource, count)
+    elif runtime == "acl":
+        accelerator = Accelerator(default_accelerator_resource, 1)
+    batching = r.mapping(spec, "batching", "spec")
+    max_batch = r.integer(batching, "maxBatchSize", "spec.batching", minimum=1, maximum=2048)
+    max_delay = r.number(batching, "maxDelayMs", "spec.batching", minimum=0.0)
+    max_body = r.integer(spec, "maxBodyBytes", "spec", minimum=1024)
+    pod = r.pod_options(spec)
+    if runtime == "acl" and accelerator is None:
+        r.fail(
+            "spec.accelerator.count",
+            "the acl runtime needs an Ascend device; set count >= 1 or use runtime: tensorflow for CPU serving",
+        )
+    if model_uri is not None and runtime == "acl" and model_uri.name.endswith(".pb"):
+        r.fail("spec.model.uri", f"{model_uri} is a TensorFlow graph; convert it with a ModelConversion or use runtime: tensorflow")
+    r.raise_if_errors()
+    return InferenceServiceSpec(
+        conversion_ref=ref,
+        model=model_uri,
+        labels=labels,
+        model_name=model_name,
+        runtime=runtime,
+        replicas=replicas or 1,
+        accelerator=accelerator,
+        accelerator_explicit=explicit,
+        max_batch_size=max_batch,
+        max_batch_delay_ms=max_delay,
+        max_body_bytes=max_body,
+        pod=pod,
+    )

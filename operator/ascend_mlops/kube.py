@@ -1,0 +1,197 @@
+"""A small asynchronous Kubernetes API client for the reconcilers.
+
+Kopf watches and dispatches; the reconcilers read and write objects through this
+client, authenticated with the same credentials Kopf's login produced (kubeconfig
+or in-cluster service account), so there is one source of truth for "which
+cluster". It speaks plain JSON over aiohttp and knows only what the operator
+needs: get, list (by labels), create, merge-patch, delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+MERGE_PATCH: Final = "application/merge-patch+json"
+DEFAULT_TIMEOUT: Final = 30.0
+
+
+class ApiError(Exception):
+    """A non-success answer from the API server."""
+
+    def __init__(self, status: int, reason: str, message: str, method: str = "", path: str = "") -> None:
+        super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class Conflict(ApiError):
+    """409: the object already exists (create) or changed under us."""
+
+
+def resource_path(
+    api_version: str, plural: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+) -> str:
+    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    parts = [root]
+    if namespace:
+        parts.append(f"namespaces/{quote(namespace, safe='')}")
+    parts.append(plural)
+    if name:
+        parts.append(quote(name, safe=""))
+    if subresource:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def matches_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    have = (obj.get("metadata") or {}).get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())
+
+
+class KubeClient:
+    """JSON over HTTP to one API server. Create with `from_connection()` inside a running loop."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | bool | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._headers = dict(headers or {})
+        self._ssl = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_connection(cls, info: Any) -> KubeClient:
+        """Build from Kopf's `ConnectionInfo` (duck-typed: Kopf keeps it in a private module)."""
+        context: ssl.SSLContext | bool | None = None
+        if str(info.server).startswith("https"):
+            if info.insecure:
+                context = False
+            else:
+                ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+                context = ssl.create_default_context(cafile=info.ca_path or None, cadata=ca_data or None)
+                if info.certificate_path or info.private_key_path:
+                    context.load_cert_chain(info.certificate_path, info.private_key_path)
+        headers = dict(info.as_http_headers()) if hasattr(info, "as_http_headers") else {}
+        return cls(str(info.server), headers=headers, ssl_context=context)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        session = self._get_session()
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if data is not None else {}
+        async with session.request(
+            method, self.server + path, data=data, params=params, headers=headers, ssl=self._ssl
+        ) as response:
+            text = await response.text()
+            if response.status >= 400:
+                reason, message = response.reason or "", text[:500]
+                try:
+                    payload = json.loads(text)
+                    if isinstance(payload, dict):
+                        reason = str(payload.get("reason") or reason)
+                        message = str(payload.get("message") or message)
+                except ValueError:
+                    pass
+                error_cls = Conflict if response.status == 409 else ApiError
+                raise error_cls(response.status, reason, message, method, path)
+            return json.loads(text) if text else None
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            result = await self.request("GET", resource_path(api_version, plural, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result if isinstance(result, dict) else None
+
+    async def list(
+        self, api_version: str, plural: str, namespace: str | None, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector(labels)} if labels else None
+        result = await self.request("GET", resource_path(api_version, plural, namespace), params=params)
+        items = (result or {}).get("items") or []
+        # Filtering again costs nothing and keeps us correct against servers that ignore selectors.
+        return [item for item in items if isinstance(item, dict) and matches_labels(item, labels or {})]
+
+    async def create(self, api_version: str, plural: str, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        result = await self.request("POST", resource_path(api_version, plural, namespace), body=dict(body))
+        return result if isinstance(result, dict) else {}
+
+    async def patch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        body: Mapping[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        result = await self.request(
+            "PATCH",
+            resource_path(api_version, plural, namespace, name, subresource),
+            body=dict(body),
+            content_type=MERGE_PATCH,
+        )
+        return result if isinstance(result, dict) else {}
+
+    async def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> bool:
+        """Delete in the background (children follow by owner references). False if already gone."""
+        try:
+            await self.request(
+                "DELETE",
+                resource_path(api_version, plural, namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+async def close_quietly(client: KubeClient | None) -> None:
+    if client is None:
+        return
+    try:
+        await asyncio.shield(client.close())
+    except Exception:  # closing must never mask the reason the operator stops
+        logger.debug("closing the API client failed", exc_info=True)

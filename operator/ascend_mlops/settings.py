@@ -1,0 +1,196 @@
+"""The operator's settings: one typed object read from `ASCEND_MLOPS_*` environment variables.
+
+The names are shared with the Helm chart and the sandbox. Reading fails fast with a
+message that names the variable, the bad value and what would be accepted, so a
+typo in a chart value stops the operator at startup instead of surfacing later as
+pods that never schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from ascend_mlops.api import catalog
+
+PREFIX: Final = "ASCEND_MLOPS_"
+
+ENV_NAMESPACES: Final = "ASCEND_MLOPS_NAMESPACES"
+ENV_TRAINER_IMAGE: Final = "ASCEND_MLOPS_TRAINER_IMAGE"
+ENV_CONVERTER_IMAGE: Final = "ASCEND_MLOPS_CONVERTER_IMAGE"
+ENV_SERVER_IMAGE: Final = "ASCEND_MLOPS_SERVER_IMAGE"
+ENV_IMAGE_PULL_POLICY: Final = "ASCEND_MLOPS_IMAGE_PULL_POLICY"
+ENV_ACCELERATOR_RESOURCE: Final = "ASCEND_MLOPS_ACCELERATOR_RESOURCE"
+ENV_ACCELERATOR_NODE_SELECTOR: Final = "ASCEND_MLOPS_ACCELERATOR_NODE_SELECTOR"
+ENV_ACCELERATOR_TOLERATION_KEY: Final = "ASCEND_MLOPS_ACCELERATOR_TOLERATION_KEY"
+ENV_DRIVER_MOUNTS: Final = "ASCEND_MLOPS_DRIVER_MOUNTS"
+ENV_SIMULATOR: Final = "ASCEND_MLOPS_SIMULATOR"
+ENV_METRICS_PORT: Final = "ASCEND_MLOPS_METRICS_PORT"
+ENV_HEALTH_PORT: Final = "ASCEND_MLOPS_HEALTH_PORT"
+ENV_LOG_FORMAT: Final = "ASCEND_MLOPS_LOG_FORMAT"
+
+DRIVER_MOUNTS_RUNTIME: Final = "runtime"
+DRIVER_MOUNTS_HOSTPATH: Final = "hostpath"
+DRIVER_MOUNT_MODES: Final = (DRIVER_MOUNTS_RUNTIME, DRIVER_MOUNTS_HOSTPATH)
+PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
+LOG_FORMATS: Final = ("plain", "json")
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "off"})
+# RFC 1123 label (namespaces) and the qualified-name shape of label keys / resource names.
+_DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_QUALIFIED_NAME: Final = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE: Final = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the operator cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    trainer_image: str = "ascend-mlops/trainer:0.1.0"
+    converter_image: str = "ascend-mlops/converter:0.1.0"
+    server_image: str = "ascend-mlops/server:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    accelerator_resource: str = catalog.DEFAULT_ACCELERATOR_RESOURCE
+    accelerator_node_selector: Mapping[str, str] = field(
+        default_factory=lambda: {"accelerator": "huawei-Ascend310"}
+    )
+    accelerator_toleration_key: str = "huawei.com/Ascend310"
+    driver_mounts: str = DRIVER_MOUNTS_RUNTIME
+    simulator: bool = False
+    metrics_port: int = 8000  # 0 disables the Prometheus endpoint
+    health_port: int = 8080  # 0 disables the liveness endpoint
+    log_format: str = "plain"
+
+    @property
+    def all_namespaces(self) -> bool:
+        return not self.namespaces
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every `ASCEND_MLOPS_*` setting; raise SettingsError naming the first bad one."""
+        source = os.environ if env is None else env
+        defaults = cls()
+
+        def text(name: str, default: str) -> str:
+            value = source.get(name)
+            if value is None or not value.strip():
+                return default
+            return value.strip()
+
+        return cls(
+            namespaces=_namespaces(source.get(ENV_NAMESPACES, "")),
+            trainer_image=text(ENV_TRAINER_IMAGE, defaults.trainer_image),
+            converter_image=text(ENV_CONVERTER_IMAGE, defaults.converter_image),
+            server_image=text(ENV_SERVER_IMAGE, defaults.server_image),
+            image_pull_policy=_choice(
+                ENV_IMAGE_PULL_POLICY, text(ENV_IMAGE_PULL_POLICY, defaults.image_pull_policy), PULL_POLICIES
+            ),
+            accelerator_resource=_resource_name(
+                text(ENV_ACCELERATOR_RESOURCE, defaults.accelerator_resource)
+            ),
+            accelerator_node_selector=_node_selector(
+                source.get(ENV_ACCELERATOR_NODE_SELECTOR, "accelerator=huawei-Ascend310")
+            ),
+            accelerator_toleration_key=_label_key(
+                ENV_ACCELERATOR_TOLERATION_KEY,
+                text(ENV_ACCELERATOR_TOLERATION_KEY, defaults.accelerator_toleration_key),
+            ),
+            driver_mounts=_choice(
+                ENV_DRIVER_MOUNTS, text(ENV_DRIVER_MOUNTS, defaults.driver_mounts).lower(), DRIVER_MOUNT_MODES
+            ),
+            simulator=_flag(ENV_SIMULATOR, source.get(ENV_SIMULATOR, "")),
+            metrics_port=_port(ENV_METRICS_PORT, text(ENV_METRICS_PORT, str(defaults.metrics_port))),
+            health_port=_port(ENV_HEALTH_PORT, text(ENV_HEALTH_PORT, str(defaults.health_port))),
+            log_format=_choice(ENV_LOG_FORMAT, text(ENV_LOG_FORMAT, defaults.log_format).lower(), LOG_FORMATS),
+        )
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not supported; use one of: {', '.join(allowed)}")
+    return value
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SettingsError(f"{name}={value!r} is not a boolean; use 1/true to enable or 0/false to disable")
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a port number; use 1-65535, or 0 to disable") from None
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"{name}={port} is out of range; use 1-65535, or 0 to disable")
+    return port
+
+
+def _namespaces(value: str) -> tuple[str, ...]:
+    names: list[str] = []
+    for raw in value.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if not _DNS_LABEL.match(name):
+            raise SettingsError(
+                f"{ENV_NAMESPACES}: {name!r} is not a valid namespace name "
+                "(lowercase letters, digits and '-', at most 63 characters); "
+                "leave the variable empty to watch all namespaces"
+            )
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _label_key(name: str, value: str) -> str:
+    if not _QUALIFIED_NAME.match(value) or len(value) > 316:
+        raise SettingsError(f"{name}={value!r} is not a valid label/taint key such as 'huawei.com/Ascend310'")
+    return value
+
+
+def _resource_name(value: str) -> str:
+    # Extended resources must be domain-qualified (the device plugin's own name).
+    if "/" not in value or not _QUALIFIED_NAME.match(value):
+        raise SettingsError(
+            f"{ENV_ACCELERATOR_RESOURCE}={value!r} is not an extended resource name; "
+            "use the device plugin's resource such as 'huawei.com/Ascend310'"
+        )
+    return value
+
+
+def _node_selector(value: str) -> dict[str, str]:
+    selector: dict[str, str] = {}
+    for raw in value.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key, sep, label = item.partition("=")
+        key, label = key.strip(), label.strip()
+        if not sep or not key:
+            raise SettingsError(
+                f"{ENV_ACCELERATOR_NODE_SELECTOR}: {item!r} is not KEY=VALUE; "
+                "use comma-separated pairs such as 'accelerator=huawei-Ascend310'"
+            )
+        _label_key(ENV_ACCELERATOR_NODE_SELECTOR, key)
+        if not _LABEL_VALUE.match(label):
+            raise SettingsError(
+                f"{ENV_ACCELERATOR_NODE_SELECTOR}: {label!r} is not a valid label value "
+                "(letters, digits, '-', '_', '.', at most 63 characters)"
+            )
+        selector[key] = label
+    return selector

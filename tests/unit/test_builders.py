@@ -1,0 +1,282 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ascend_mlops.api import constants, contract
+from ascend_mlops.api.specs import (
+    parse_inference_service,
+    parse_model_conversion,
+    parse_storage_uri,
+    parse_training_job,
+)
+from ascend_mlops.builders import common, conversion, inference, training
+from ascend_mlops.settings import Settings
+
+SETTINGS = Settings.from_env({})
+TJ = common.Owner(kind=constants.TRAINING_JOB, name="flowers", namespace="ml", uid="uid-tj")
+MC = common.Owner(kind=constants.MODEL_CONVERSION, name="flowers-om", namespace="ml", uid="uid-mc")
+IS = common.Owner(kind=constants.INFERENCE_SERVICE, name="flowers", namespace="ml", uid="uid-is")
+
+
+def training_spec(**extra: Any):  # type: ignore[no-untyped-def]
+    return parse_training_job(
+        {
+            "algorithm": {"name": "resnet_v1_50", "hyperparameters": {"epochs": 3, "learning_rate": 0.01}},
+            "dataset": {"uri": "pvc://data/flowers", "trainRatio": 0.8},
+            "output": {"uri": "pvc://data/runs/flowers"},
+            **extra,
+        }
+    )
+
+
+def assert_hardened(pod_spec: dict[str, Any]) -> None:
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod_spec["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in pod_spec["volumes"]
+    assert container["command"] == [contract.ENTRYPOINT]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_training_pod() -> None:
+    pod = training.build_pod(training_spec(seed=7), TJ, SETTINGS, index=0, attempt=0)
+    assert pod["metadata"]["name"] == "flowers-worker-0"
+    assert pod["metadata"]["namespace"] == "ml"
+    assert pod["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": constants.API_VERSION,
+            "kind": "TrainingJob",
+            "name": "flowers",
+            "uid": "uid-tj",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    labels = pod["metadata"]["labels"]
+    assert labels[constants.LABEL_MANAGED_BY] == constants.PRODUCT
+    assert labels[constants.LABEL_OWNER_KIND] == "TrainingJob"
+    assert labels[constants.LABEL_ATTEMPT] == "0"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert_hardened(spec)
+    container = spec["containers"][0]
+    assert container["image"] == SETTINGS.trainer_image
+    assert container["args"] == contract.train_args(
+        algorithm="resnet_v1_50",
+        data=f"{contract.MOUNT_DATASET}/flowers",
+        output=f"{contract.MOUNT_OUTPUT}/runs/flowers",
+        train_ratio=0.8,
+        hyperparameters={"epochs": 3, "learning_rate": 0.01},
+        seed=7,
+    )
+    assert "TF_CONFIG" not in {e["name"] for e in container["env"]}
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"dataset-storage": {"claimName": "data", "readOnly": True}, "output-storage": {"claimName": "data"}}
+    assert training.build_services(training_spec(), TJ) == []
+
+
+def test_training_retry_names_are_deterministic() -> None:
+    assert training.pod_name("flowers", 0, 0) == "flowers-worker-0"
+    assert training.pod_name("flowers", 1, 2) == "flowers-worker-1-retry-2"
+    long = training.pod_name("x" * 300, 0, 0)
+    assert len(long) <= 253 and long == training.pod_name("x" * 300, 0, 0)
+
+
+def test_training_user_overrides() -> None:
+    spec = training_spec(
+        image="my/trainer:dev",
+        env=[{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "0"}],
+        resources={"limits": {"cpu": "4", "memory": "8Gi"}},
+        nodeSelector={"pool": "gpu"},
+        tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        algorithm={"name": "mobilenet_v1", "weights": "file:///srv/weights/mobilenet.h5"},
+    )
+    pod = training.build_pod(spec, TJ, SETTINGS, index=0, attempt=1)
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "my/trainer:dev"
+    assert {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "0"} in container["env"]
+    assert container["resources"] == {"limits": {"cpu": "4", "memory": "8Gi"}}
+    assert pod["spec"]["nodeSelector"] == {"pool": "gpu"}
+    assert pod["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    args = container["args"]
+    assert args[args.index(contract.FLAG_WEIGHTS) + 1] == f"{contract.MOUNT_WEIGHTS}/mobilenet.h5"
+    assert {"name": "weights-storage", "hostPath": {"path": "/srv/weights", "type": "Directory"}} in pod["spec"]["volumes"]
+
+
+def test_multi_worker_training_gets_tf_config_and_headless_services() -> None:
+    spec = training_spec(workers=3)
+    pods = training.build_pods(spec, TJ, SETTINGS, attempt=0)
+    assert [p["metadata"]["name"] for p in pods] == [f"flowers-worker-{i}" for i in range(3)]
+    for index, pod in enumerate(pods):
+        env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+        config = json.loads(env["TF_CONFIG"])
+        assert config["task"] == {"type": "worker", "index": index}
+        assert config["cluster"]["worker"] == [f"flowers-worker-{i}.ml.svc:2222" for i in range(3)]
+        assert pod["metadata"]["labels"][constants.LABEL_REPLICA_INDEX] == str(index)
+    services = training.build_services(spec, TJ)
+    assert [s["metadata"]["name"] for s in services] == [f"flowers-worker-{i}" for i in range(3)]
+    for index, service in enumerate(services):
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["selector"][constants.LABEL_REPLICA_INDEX] == str(index)
+        # The selector must select the worker pod of that index.
+        labels = pods[index]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+
+
+def test_conversion_pod_and_default_output() -> None:
+    spec = parse_model_conversion(
+        {
+            "source": {"trainingJobRef": {"name": "flowers"}},
+            "options": {"inputShape": "images:1,224,224,3", "l2Optimize": True, "highPrecision": 0},
+        }
+    )
+    source = parse_storage_uri("pvc://data/runs/flowers/V001/frozen_graph", "f")
+    output = conversion.default_output_for_source(source)
+    assert str(output) == "pvc://data/runs/flowers/V001/om/model"
+    assert str(conversion.default_output_for_source(source.join("frozen_graph.pb"))) == str(output)
+    pod = conversion.build_pod(spec, MC, Settings.from_env({"ASCEND_MLOPS_SIMULATOR": "1"}), source=source, output=output, attempt=0)
+    assert pod["metadata"]["name"] == "flowers-om-convert"
+    container = pod["spec"]["containers"][0]
+    assert_hardened(pod["spec"])
+    assert container["image"] == SETTINGS.converter_image
+    assert container["args"] == contract.convert_args(
+        template="TF-FrozenGraph-To-Ascend-C32",
+        input_path=f"{contract.MOUNT_SOURCE}/runs/flowers/V001/frozen_graph",
+        output=f"{contract.MOUNT_OUTPUT}/runs/flowers/V001/om/model",
+        options={"inputShape": "images:1,224,224,3", "l2Optimize": True, "highPrecision": 0},
+    )
+    assert {"name": contract.ENV_SIMULATOR, "value": "1"} in container["env"]
+    plain = conversion.build_pod(spec, MC, SETTINGS, source=source, output=output, attempt=2)
+    assert plain["metadata"]["name"] == "flowers-om-convert-retry-2"
+    assert contract.ENV_SIMULATOR not in {e["name"] for e in plain["spec"]["containers"][0]["env"]}
+
+
+def test_conversion_of_a_pb_file_on_host_path() -> None:
+    spec = parse_model_conversion({"source": {"uri": "file:///srv/g/frozen_graph.pb"}})
+    source = spec.source
+    assert source is not None
+    pod = conversion.build_pod(spec, MC, SETTINGS, source=source, output=parse_storage_uri("file:///srv/om", "f"), attempt=0)
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index(contract.FLAG_INPUT) + 1] == f"{contract.MOUNT_SOURCE}/frozen_graph.pb"
+    assert {"name": "source-storage", "hostPath": {"path": "/srv/g", "type": "Directory"}} in pod["spec"]["volumes"]
+    assert {"name": "output-storage", "hostPath": {"path": "/srv/om", "type": "DirectoryOrCreate"}} in pod["spec"]["volumes"]
+
+
+def isvc_spec(raw: dict[str, Any], settings: Settings = SETTINGS):  # type: ignore[no-untyped-def]
+    return parse_inference_service(raw, settings.accelerator_resource)
+
+
+MODEL = inference.ResolvedModel(
+    uri=parse_storage_uri("pvc://data/runs/flowers/V001/om/model", "f"),
+    labels=parse_storage_uri("pvc://data/runs/flowers/V001/labels.txt", "f"),
+    runtime="acl",
+)
+
+
+def test_inference_deployment_requests_the_ascend_device() -> None:
+    spec = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "batching": {"maxBatchSize": 4, "maxDelayMs": 2}})
+    deployment = inference.build_deployment(spec, IS, SETTINGS, MODEL)
+    assert deployment["metadata"]["name"] == "flowers-predictor"
+    assert common.ANNOTATION_SPEC_HASH in deployment["metadata"]["annotations"]
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    assert_hardened(pod)
+    container = pod["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "3", "memory": "6Gi", "huawei.com/Ascend310": "1"},
+        "limits": {"cpu": "3", "memory": "6Gi", "huawei.com/Ascend310": "1"},
+    }
+    assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend310"}
+    assert pod["tolerations"] == [{"key": "huawei.com/Ascend310", "operator": "Exists", "effect": "NoSchedule"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": contract.HEALTH_READY_PATH, "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": contract.HEALTH_LIVE_PATH, "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": contract.DEFAULT_SERVER_PORT, "protocol": "TCP"}]
+    assert container["args"] == contract.serve_args(
+        model=f"{contract.MOUNT_MODEL}/runs/flowers/V001/om/model",
+        backend="acl",
+        name="flowers",
+        labels="/mnt/labels/runs/flowers/V001/labels.txt",
+        max_batch_size=4,
+        max_batch_delay_ms=2.0,
+    )
+    assert template["metadata"]["annotations"][constants.ANNOTATION_MODEL_DIGEST] == str(MODEL.uri)
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert not any(v["name"].startswith("ascend-driver") for v in pod["volumes"])
+
+
+def test_inference_honours_settings_and_user_scheduling() -> None:
+    settings = Settings.from_env(
+        {
+            "ASCEND_MLOPS_ACCELERATOR_RESOURCE": "huawei.com/Ascend310P",
+            "ASCEND_MLOPS_ACCELERATOR_NODE_SELECTOR": "accelerator=huawei-Ascend310P",
+            "ASCEND_MLOPS_ACCELERATOR_TOLERATION_KEY": "huawei.com/Ascend310P",
+            "ASCEND_MLOPS_DRIVER_MOUNTS": "hostpath",
+            "ASCEND_MLOPS_SIMULATOR": "1",
+        }
+    )
+    spec = isvc_spec(
+        {
+            "model": {"uri": "file:///srv/models/flowers/model.om"},
+            "nodeSelector": {"zone": "a"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+        },
+        settings,
+    )
+    model = inference.ResolvedModel(uri=spec.model, labels=None, runtime="acl")  # type: ignore[arg-type]
+    pod = inference.build_deployment(spec, IS, settings, model)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "2Gi", "huawei.com/Ascend310P": "1"}
+    assert container["resources"]["limits"] == {"huawei.com/Ascend310P": "1"}
+    assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend310P", "zone": "a"}
+    assert len(pod["tolerations"]) == 2
+    driver = [v for v in pod["volumes"] if v["name"].startswith("ascend-driver")]
+    assert {v["hostPath"]["path"] for v in driver} >= {"/usr/local/Ascend/driver/lib64", "/usr/local/dcmi"}
+    assert {"name": contract.ENV_SIMULATOR, "value": "1"} in container["env"]
+    args = container["args"]
+    assert args[args.index(contract.FLAG_MODEL) + 1] == f"{contract.MOUNT_MODEL}/model.om"
+    assert contract.FLAG_LABELS not in args
+
+
+def test_tensorflow_runtime_runs_on_cpu_only() -> None:
+    spec = isvc_spec({"model": {"uri": "pvc://data/runs/flowers/V001/saved_model"}, "runtime": "tensorflow"})
+    model = inference.ResolvedModel(uri=spec.model, labels=None, runtime="tensorflow")  # type: ignore[arg-type]
+    deployment = inference.build_deployment(spec, IS, SETTINGS, model)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "3", "memory": "6Gi"},
+        "limits": {"cpu": "3", "memory": "6Gi"},
+    }
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_changing_the_model_changes_the_pod_template_and_hash() -> None:
+    spec = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}})
+    one = inference.build_deployment(spec, IS, SETTINGS, MODEL)
+    other_model = inference.ResolvedModel(uri=MODEL.uri.parent().parent().join("V002/om/model"), labels=None, runtime="acl")
+    two = inference.build_deployment(spec, IS, SETTINGS, other_model)
+    assert one["spec"]["template"] != two["spec"]["template"]
+    assert one["metadata"]["annotations"] != two["metadata"]["annotations"]
+    assert inference.build_deployment(spec, IS, SETTINGS, MODEL) == one
+
+
+def test_inference_service() -> None:
+    service = inference.build_service(IS)
+    assert service["metadata"]["name"] == "flowers-predictor"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == common.selector_labels(IS, inference.COMPONENT)
+    assert inference.service_url("flowers", "ml") == "http://flowers-predictor.ml.svc.cluster.local"
+
+
+def test_names_are_clipped_to_dns_labels() -> None:
+    name = common.clip_name("a" * 80)
+    assert len(name) == 63 and name == common.clip_name("a" * 80) and name != common.clip_name("a" * 81)
+    assert inference.service_name("9lives")[0].isalpha()

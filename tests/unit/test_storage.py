@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from ascend_mlops.api import contract
+from ascend_mlops.api.specs import parse_storage_uri
+from ascend_mlops.storage import MOUNT_LABELS, Role, merge, mount
+
+
+def uri(text: str):  # type: ignore[no-untyped-def]
+    return parse_storage_uri(text, "spec.x")
+
+
+def test_pvc_input_mounts_claim_root_read_only() -> None:
+    m = mount(uri("pvc://data/flowers"), Role.DATASET)
+    assert m.volumes == [
+        {"name": "dataset-storage", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}}
+    ]
+    assert m.volume_mounts == [{"name": "dataset-storage", "mountPath": contract.MOUNT_DATASET, "readOnly": True}]
+    assert m.path == f"{contract.MOUNT_DATASET}/flowers"
+
+
+def test_pvc_output_is_writable_and_root_claim_maps_to_mount_path() -> None:
+    m = mount(uri("pvc://runs"), Role.OUTPUT)
+    assert m.volumes == [{"name": "output-storage", "persistentVolumeClaim": {"claimName": "runs"}}]
+    assert m.volume_mounts == [{"name": "output-storage", "mountPath": contract.MOUNT_OUTPUT}]
+    assert m.path == contract.MOUNT_OUTPUT
+
+
+def test_file_output_creates_directory_input_requires_it() -> None:
+    out = mount(uri("file:///srv/runs/flowers"), Role.OUTPUT)
+    assert out.volumes == [
+        {"name": "output-storage", "hostPath": {"path": "/srv/runs/flowers", "type": "DirectoryOrCreate"}}
+    ]
+    assert out.path == contract.MOUNT_OUTPUT
+    src = mount(uri("file:///srv/runs/flowers/V001/frozen_graph"), Role.SOURCE)
+    assert src.volumes[0]["hostPath"] == {"path": "/srv/runs/flowers/V001/frozen_graph", "type": "Directory"}
+    assert src.volume_mounts[0]["readOnly"] is True
+    assert src.path == contract.MOUNT_SOURCE
+
+
+def test_files_mount_their_directory() -> None:
+    labels = mount(uri("file:///srv/runs/V001/labels.txt"), Role.LABELS, is_file=True)
+    assert labels.volumes[0]["hostPath"] == {"path": "/srv/runs/V001", "type": "Directory"}
+    assert labels.path == f"{MOUNT_LABELS}/labels.txt"
+    om = mount(uri("pvc://models/flowers/om/model/model.om"), Role.MODEL, is_file=True)
+    assert om.path == f"{contract.MOUNT_MODEL}/flowers/om/model/model.om"
+
+
+def test_artifacts_written_by_one_pod_are_found_by_the_next() -> None:
+    # The trainer writes <output>/V001/frozen_graph; the converter reads it by URI.
+    output_root = uri("pvc://data/runs/flowers")
+    trainer_view = mount(output_root, Role.OUTPUT).path + "/V001/frozen_graph"
+    converter_view = mount(output_root.join("V001", "frozen_graph"), Role.SOURCE).path
+    # Same claim, same relative path below the claim root, different mount points.
+    assert trainer_view.removeprefix(contract.MOUNT_OUTPUT) == converter_view.removeprefix(contract.MOUNT_SOURCE)
+
+
+def test_merge_deduplicates_and_detects_clashes() -> None:
+    a = mount(uri("pvc://data/flowers"), Role.DATASET)
+    b = mount(uri("pvc://data/runs"), Role.OUTPUT)
+    volumes, mounts = merge(a, b, a)
+    assert [v["name"] for v in volumes] == ["dataset-storage", "output-storage"]
+    assert [m["mountPath"] for m in mounts] == [contract.MOUNT_DATASET, contract.MOUNT_OUTPUT]
+    with pytest.raises(ValueError):
+        merge(a, mount(uri("pvc://other/flowers"), Role.DATASET))
