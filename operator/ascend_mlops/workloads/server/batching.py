@@ -1,0 +1,161 @@
+"""Dynamic batching: concurrent requests wait briefly and run as one batch.
+
+A batch closes when it reaches `max_batch_size` or when its first request
+has waited `max_delay` seconds. One batch runs at a time (the device runs one
+anyway); while it runs, the next one fills, so under load batches form
+without any added wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ascend_mlops.workloads.server.errors import InferenceFailed, ServerOverloaded
+from ascend_mlops.workloads.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    logits: np.ndarray  # [classes] for this request's image
+    batch_size: int
+    queue_seconds: float
+    infer_seconds: float
+
+
+@dataclass
+class _Item:
+    image: np.ndarray
+    future: asyncio.Future[BatchResult]
+    enqueued: float
+
+
+_STOP = object()
+_WAKE = object()
+
+
+class Batcher:
+    def __init__(
+        self,
+        infer: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        max_batch_size: int,
+        max_delay: float,
+        max_queue: int,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max batch size must be >= 1")
+        self._infer = infer
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_delay = max(0.0, max_delay)
+        self.max_queue = max_queue
+        self._metrics = metrics
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._pending = 0
+        self._flush = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def submit(self, image: np.ndarray) -> BatchResult:
+        if self._task is None or self._task.done():
+            raise InferenceFailed("the batcher is not running")
+        if self._pending >= self.max_queue:
+            raise ServerOverloaded(
+                f"{self._pending} images are already waiting (--max-queue {self.max_queue}); retry shortly"
+            )
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._pending += 1
+        self._gauge()
+        self._queue.put_nowait(_Item(image, future, time.perf_counter()))
+        return await future
+
+    def flush(self) -> None:
+        """Stop waiting for batches to fill (shutdown): run what is queued now."""
+        self._flush = True
+        self._queue.put_nowait(_WAKE)
+
+    async def stop(self) -> None:
+        """Run everything already queued, then stop."""
+        if self._task is None:
+            return
+        self._flush = True
+        self._queue.put_nowait(_STOP)
+        await self._task
+        self._task = None
+
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(self._pending)
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                break
+            if not isinstance(first, _Item):
+                continue
+            batch = [first]
+            deadline = first.enqueued + self.max_delay
+            while len(batch) < self.max_batch_size:
+                try:
+                    nxt = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    timeout = deadline - time.perf_counter()
+                    if self._flush or timeout <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(self._queue.get(), timeout)
+                    except TimeoutError:
+                        break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                if isinstance(nxt, _Item):
+                    batch.append(nxt)
+            await self._run_batch(batch)
+        # Requests that raced with stop still get an answer.
+        while not self._queue.empty():
+            leftover = self._queue.get_nowait()
+            if isinstance(leftover, _Item):
+                await self._run_batch([leftover])
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        self._pending -= len(batch)
+        self._gauge()
+        live = [item for item in batch if not item.future.done()]  # a client may have gone away
+        if not live:
+            return
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(len(live))
+        try:
+            images = np.stack([item.image for item in live])
+            logits = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, images)
+        except Exception as exc:
+            log.exception("inference failed for a batch of %d", len(live))
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
+            return
+        finished = time.perf_counter()
+        for item, row in zip(live, logits, strict=True):
+            if not item.future.done():
+                item.future.set_result(BatchResult(row, len(live), started - item.enqueued, finished - started))
