@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ascend_mlops import cli
@@ -191,7 +193,7 @@ def run_convert(args: list[str]) -> int:
     return cli.main([contract.CMD_CONVERT, *args])
 
 
-def test_print_command_prints_the_atc_command_without_running(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+def test_print_command_prints_the_atc_command_without_running(capsys: pytest.CaptureFixture[str]) -> None:
     code = run_convert([
         contract.FLAG_TEMPLATE, catalog.TEMPLATE_DYNAMIC_BATCH,
         contract.FLAG_INPUT, "/mnt/output/V001/frozen_graph",
@@ -220,3 +222,10 @@ def test_operator_built_command_line_is_accepted(capsys: pytest.CaptureFixture[s
     assert cli.main([*args, contract.FLAG_PRINT_COMMAND]) == 0
     out = capsys.readouterr().out
     assert "--buffer_optimize=off_optimize" in out and "--op_select_implmode=high_precision" in out
+
+
+def test_the_documented_option_table_is_the_code_table() -> None:
+    root = Path(__file__).resolve().parents[3]
+    table = options.markdown_table(SEED.defaults)
+    docs = [p.read_text() for p in (root / "docs" / "converter.md", root / "README.md") if p.is_file()]
+    assert any(table in text for text in docs), "regenerate the table with options.markdown_table()"

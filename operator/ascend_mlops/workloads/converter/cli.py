@@ -28,7 +28,7 @@ from ascend_mlops.workloads.converter.options import Conversion, OptionError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        contract.FLAG_TEMPLATE, default=catalog.TEMPLATE_SEED, choices=None, metavar="NAME",
+        contract.FLAG_TEMPLATE, default=catalog.TEMPLATE_SEED, metavar="NAME",
         help=f"conversion template (default {catalog.TEMPLATE_SEED}; available: {', '.join(templates.TEMPLATES)})",
     )
     parser.add_argument(
@@ -165,12 +165,15 @@ def _convert(args: argparse.Namespace, summary: dict[str, Any]) -> int:
     summary[contract.SUMMARY_SIMULATED] = tool.simulated
     inputs, outputs, graph_read = _describe(conversion)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     om_path = output_dir / contract.OM_FILE
     config_path = output_dir / contract.MODEL_CONFIG_FILE
-    for stale in (om_path, config_path):
-        # A model left by an earlier attempt must not pass for this one's result.
-        stale.unlink(missing_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (om_path, config_path):
+            # A model left by an earlier attempt must not pass for this one's result.
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _Failure(1, f"cannot prepare {contract.FLAG_OUTPUT} {str(output_dir)!r}: {exc}") from None
 
     if tool.simulated:
         _log("*** NO CANN TOOLKIT: running the ATC SIMULATOR (ASCEND_MLOPS_SIMULATOR=1). The result is a "

@@ -86,35 +86,66 @@ def _choice(flag: str, choices: Sequence[str], case: Callable[[str], str]) -> Ca
 
 
 OPTION_TABLE: Final[tuple[OptionMapping, ...]] = (
-    OptionMapping("inputShape", atc.INPUT_SHAPE, _atc_checked(atc.parse_input_shape), "as is"),
-    OptionMapping("inputFormat", atc.INPUT_FORMAT, _choice(atc.INPUT_FORMAT, atc.INPUT_FORMATS, str.upper), "as is"),
-    OptionMapping("outNodes", atc.OUT_NODES, _atc_checked(atc.parse_out_nodes), "as is"),
-    OptionMapping("outputType", atc.OUTPUT_TYPE, _choice(atc.OUTPUT_TYPE, tuple(atc.OUTPUT_TYPES), str.upper), "as is"),
+    OptionMapping(
+        "inputShape", atc.INPUT_SHAPE, _atc_checked(atc.parse_input_shape),
+        "as is: `NODE:N,H,W,C`, several inputs separated by `;`; `-1` only as the batch axis, "
+        "with `dynamicBatchSizes`",
+    ),
+    OptionMapping(
+        "inputFormat", atc.INPUT_FORMAT, _choice(atc.INPUT_FORMAT, atc.INPUT_FORMATS, str.upper),
+        "as is: " + ", ".join(atc.INPUT_FORMATS),
+    ),
+    OptionMapping(
+        "outNodes", atc.OUT_NODES, _atc_checked(atc.parse_out_nodes),
+        "as is: `NODE:INDEX`, several separated by `;`",
+    ),
+    OptionMapping(
+        "outputType", atc.OUTPUT_TYPE, _choice(atc.OUTPUT_TYPE, tuple(atc.OUTPUT_TYPES), str.upper),
+        "as is: " + ", ".join(atc.OUTPUT_TYPES),
+    ),
     OptionMapping(
         "dynamicBatchSizes", atc.DYNAMIC_BATCH_SIZE,
         _atc_checked(atc.parse_dynamic_batch_size, lambda v: ",".join(p.strip() for p in v.split(","))),
-        "as is (needs -1 as the batch axis of inputShape)",
+        f"as is: {atc.DYNAMIC_BATCH_MIN_COUNT} to {atc.DYNAMIC_BATCH_MAX_COUNT} distinct sizes in "
+        f"[1, {atc.DYNAMIC_BATCH_MAX_SIZE}], comma-separated; needs `-1` as the batch axis of `inputShape`",
     ),
-    OptionMapping("precisionMode", atc.PRECISION_MODE, _choice(atc.PRECISION_MODE, atc.PRECISION_MODES, str.lower), "as is"),
+    OptionMapping(
+        "precisionMode", atc.PRECISION_MODE, _choice(atc.PRECISION_MODE, atc.PRECISION_MODES, str.lower),
+        "as is: " + ", ".join(atc.PRECISION_MODES) + f" (ATC's default: {atc.DEFAULT_PRECISION_MODE})",
+    ),
     OptionMapping(
         "highPrecision", atc.OP_SELECT_IMPLMODE, _high_precision,
-        "1 -> high_precision, 0 -> high_performance", inferred=True,
+        "`1`/`true` → `high_precision`, `0`/`false` → `high_performance`", inferred=True,
     ),
     OptionMapping(
         "l2Optimize", atc.BUFFER_OPTIMIZE, _l2_optimize,
-        "true -> l2_optimize, false -> off_optimize", inferred=True,
+        "`true`/`1` → `l2_optimize`, `false`/`0` → `off_optimize`", inferred=True,
     ),
     OptionMapping(
         "preferredDataFormat", None, _preferred_data_format,
-        "5D: no flag (ATC always uses 5D/NC1HWC0 internally)", inferred=True,
+        "`5D` only, emits no flag: ATC always computes in 5D (NC1HWC0)", inferred=True,
     ),
-    OptionMapping("log", atc.LOG, _choice(atc.LOG, atc.LOG_LEVELS, str.lower), "as is"),
+    OptionMapping("log", atc.LOG, _choice(atc.LOG, atc.LOG_LEVELS, str.lower), "as is: " + ", ".join(atc.LOG_LEVELS)),
 )
 OPTIONS: Final[Mapping[str, OptionMapping]] = {m.option: m for m in OPTION_TABLE}
 _OPTION_OF_FLAG: Final = {m.flag: m.option for m in OPTION_TABLE if m.flag}
 
 # The table must cover exactly the options the operator accepts.
 assert set(OPTIONS) == set(catalog.CONVERSION_OPTIONS), "OPTION_TABLE and catalog.CONVERSION_OPTIONS disagree"
+
+
+def markdown_table(defaults: Mapping[str, str]) -> str:
+    """The option table as Markdown (docs/converter.md embeds it; a test keeps the two equal)."""
+    rows = [
+        "| option | ATC flag | values and mapping | seed default | documented? |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for m in OPTION_TABLE:
+        flag = f"`--{m.flag}`" if m.flag else "(none)"
+        default = f"`{defaults[m.option]}`" if m.option in defaults else "(not set)"
+        origin = "**inferred**" if m.inferred else "yes"
+        rows.append(f"| `{m.option}` | {flag} | {m.mapping} | {default} | {origin} |")
+    return "\n".join(rows) + "\n"
 
 
 def option_for_flag(flag: str | None) -> str:
