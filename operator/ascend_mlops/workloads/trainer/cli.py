@@ -1,0 +1,189 @@
+"""`ascend-mlops train`: argument parsing, validation, and the run from dataset to published version.
+
+Exit codes (ascend_mlops.api.contract): 0 success; EXIT_INVALID_DATASET and
+EXIT_INVALID_PARAMETERS for input that cannot work (the operator does not
+retry those); 1 for anything unexpected and 143 for SIGTERM (both retried).
+Every outcome writes a JSON summary to --termination-log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ascend_mlops.api import catalog, contract
+
+from . import dataset, distribute, params, versions
+from .errors import ParameterError, Terminated, TrainerError
+
+log = logging.getLogger("ascend_mlops.trainer")
+
+DEFAULT_SEED = 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        contract.FLAG_ALGORITHM,
+        default=catalog.DEFAULT_ALGORITHM,
+        metavar="NAME",
+        help=f"model to train: {', '.join(catalog.ALGORITHMS)} (default: %(default)s)",
+    )
+    parser.add_argument(contract.FLAG_DATA, required=True, metavar="DIR", help="dataset: one sub-directory of images per class")
+    parser.add_argument(contract.FLAG_OUTPUT, required=True, metavar="DIR", help="output root; the run adds the next version V001, V002, ...")
+    parser.add_argument(
+        contract.FLAG_TRAIN_RATIO,
+        type=float,
+        default=catalog.DEFAULT_TRAIN_RATIO,
+        metavar="R",
+        help="share of each class used for training; the rest is the validation split (default: %(default)s)",
+    )
+    parser.add_argument(
+        contract.FLAG_SET,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="hyperparameter, repeatable: "
+        + ", ".join(f"{k} ({v})" for k, v in catalog.HYPERPARAMETER_DEFAULTS.items()),
+    )
+    parser.add_argument(
+        contract.FLAG_WEIGHTS,
+        default=None,
+        metavar="FILE",
+        help="warm start from a local Keras weights file (.h5 / .weights.h5); nothing is downloaded",
+    )
+    parser.add_argument(
+        contract.FLAG_SEED,
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed of the split, the initial weights and the shuffling (default: %(default)s)",
+    )
+    parser.add_argument(
+        contract.FLAG_TERMINATION_LOG,
+        default=contract.DEFAULT_TERMINATION_LOG,
+        metavar="PATH",
+        help="where to write the JSON summary (default: %(default)s)",
+    )
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_ascend_mlops", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        handler._ascend_mlops = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.getLogger("ascend_mlops").setLevel(logging.INFO)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Raised between TensorFlow calls; `finally` blocks then remove the staging directory.
+    raise Terminated("received SIGTERM")
+
+
+def _config(args: argparse.Namespace) -> params.TrainConfig:
+    return params.TrainConfig(
+        algorithm=params.algorithm(args.algorithm),
+        data=Path(args.data),
+        output=Path(args.output),
+        train_ratio=params.train_ratio(args.train_ratio),
+        hparams=params.hyperparameters(params.parse_assignments(args.set)),
+        seed=args.seed,
+        weights=params.weights_file(args.weights),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_logging()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        summary = _run(args)
+        code = contract.EXIT_OK
+    except TrainerError as exc:
+        log.error("%s", exc)
+        code = exc.exit_code
+        summary = {contract.SUMMARY_ERROR: str(exc), contract.SUMMARY_EXIT_CODE: code}
+    except Terminated as exc:
+        log.error("stopped: %s", exc)
+        code = exc.exit_code
+        summary = {contract.SUMMARY_ERROR: str(exc), contract.SUMMARY_EXIT_CODE: code}
+    except Exception as exc:
+        log.exception("training failed")
+        code = 1
+        summary = {contract.SUMMARY_ERROR: f"{type(exc).__name__}: {exc}", contract.SUMMARY_EXIT_CODE: code}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    contract.write_summary(args.termination_log, summary)
+    return code
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    config = _config(args)
+    cluster = distribute.from_env(os.environ)
+    if cluster.is_chief:
+        try:
+            versions.check_writable(config.output)
+        except OSError as exc:
+            raise ParameterError(f"{contract.FLAG_OUTPUT} {config.output}: cannot write there: {exc}") from None
+    index = dataset.scan(config.data, size_hint=config.hparams.image_size)
+    split = dataset.split(index, config.train_ratio, config.seed)
+    counts = split.counts()
+    log.info(
+        "dataset %s: %d classes, %d train / %d validation images, %d file(s) skipped; %s",
+        config.data, len(split.classes), len(split.train), len(split.validation), len(index.skipped),
+        ", ".join(f"{k} {v['train']}/{v['validation']}" for k, v in counts.items()),
+    )
+    log.info("%s; hyperparameters: %s", cluster.describe(), config.hparams.as_dict())
+
+    # TensorFlow loads only now, once the input is known to be usable.
+    from . import train
+
+    strategy = train.make_strategy(cluster)
+    trainer = train.Trainer(config, len(split.classes), strategy)
+    result = trainer.fit(split)
+    dataset_info = {
+        "classes": len(split.classes),
+        "train": len(split.train),
+        "validation": len(split.validation),
+        "skipped": len(index.skipped),
+    }
+    if not cluster.is_chief:
+        log.info("not the chief: the chief writes the output")
+        last = result.history[-1]
+        return {
+            contract.SUMMARY_METRICS: {"accuracy": last.val_accuracy, "loss": last.val_loss, "epochs": result.epochs_run},
+            "dataset": dataset_info,
+        }
+
+    from . import publish
+
+    version, metrics = publish.publish(config, split, index, result)
+    log.info(
+        "published %s: validation accuracy %.4f, loss %.4f after %d epoch(s) (best %d) in %.0fs",
+        config.output / version, metrics["accuracy"], metrics["loss"], result.epochs_run,
+        result.best_epoch, time.monotonic() - started,
+    )
+    return {
+        contract.SUMMARY_VERSION: version,
+        contract.SUMMARY_ARTIFACTS: {
+            contract.ARTIFACT_FROZEN_GRAPH: f"{version}/{contract.FROZEN_GRAPH_DIR}",
+            contract.ARTIFACT_SAVED_MODEL: f"{version}/{contract.SAVED_MODEL_DIR}",
+            contract.ARTIFACT_LABELS: f"{version}/{contract.LABELS_FILE}",
+            contract.ARTIFACT_METRICS: f"{version}/{contract.METRICS_FILE}",
+            contract.ARTIFACT_MODEL_PACKAGE: f"{version}/{contract.MODEL_PACKAGE_DIR}",
+        },
+        contract.SUMMARY_METRICS: {
+            "accuracy": round(metrics["accuracy"], 6),
+            "loss": round(metrics["loss"], 6),
+            "epochs": result.epochs_run,
+        },
+        "dataset": dataset_info,
+    }

@@ -1,0 +1,29 @@
+"""Errors that end a training run with a documented, permanent exit code."""
+
+from __future__ import annotations
+
+from ascend_mlops.api import contract
+
+
+class TrainerError(Exception):
+    """An error the user must fix; running again cannot help (not retried by the operator)."""
+
+    exit_code: int = contract.EXIT_INVALID_PARAMETERS
+
+
+class DatasetError(TrainerError):
+    """Missing or empty dataset, a class without images, fewer than two classes."""
+
+    exit_code = contract.EXIT_INVALID_DATASET
+
+
+class ParameterError(TrainerError):
+    """Unknown or invalid hyperparameter, algorithm, train ratio, weights file or output."""
+
+    exit_code = contract.EXIT_INVALID_PARAMETERS
+
+
+class Terminated(Exception):  # noqa: N818 - a signal, not an error of the run
+    """SIGTERM arrived (pod deletion, deadline); the run stops and cleans up."""
+
+    exit_code = 128 + 15

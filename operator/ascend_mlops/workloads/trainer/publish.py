@@ -1,0 +1,72 @@
+"""Chief only: stage every artifact of the run, then publish them as the next version."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from ascend_mlops.api import contract
+
+from . import dataset, evaluation, export, models, pipeline, versions
+from .dataset import DatasetIndex, Split
+from .params import TrainConfig
+from .train import TrainResult
+
+log = logging.getLogger(__name__)
+
+# Enough batches for stable statistics; more only costs forward passes.
+RECALIBRATION_IMAGES = 512
+
+
+def publish(config: TrainConfig, split: Split, index: DatasetIndex, result: TrainResult) -> tuple[str, dict[str, Any]]:
+    """Write V### (atomically); return its name and the validation metrics."""
+    hp = config.hparams
+    model = export.export_model(config.algorithm, len(split.classes), hp.image_size, result.weights)
+    calibration = pipeline.calibration_batches(split.train, hp.image_size, hp.batch_size, RECALIBRATION_IMAGES)
+    batches = models.recalibrate_batch_norm(model, calibration)
+    log.info("recomputed batch-norm statistics over %d training batch(es)", batches)
+    module = export.ExportModule(model, hp.image_size)
+    # Metrics of exactly the exported network, through its serving signature.
+    val_ds = pipeline.evaluation_dataset(split.validation, hp.image_size, hp.batch_size, cache=False)
+    labels_list, logits_list = [], []
+    for images, labels in val_ds:
+        logits_list.append(module.serve(images)[contract.OUTPUT_NODE].numpy())
+        labels_list.append(labels.numpy())
+    metrics = evaluation.classification_metrics(np.concatenate(labels_list), np.concatenate(logits_list), split.classes)
+    report = {
+        **metrics,
+        "algorithm": config.algorithm,
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "train_images": len(split.train),
+        "validation_images": len(split.validation),
+        "skipped_files": dataset.skipped_report(index.skipped),
+        "train_seconds": round(result.train_seconds, 3),
+        "images_per_second": round(result.images_per_second, 3),
+        "hyperparameters": hp.as_dict(),
+        "train_ratio": config.train_ratio,
+        "seed": config.seed,
+        "history": [dataclasses.asdict(p) for p in result.history],
+    }
+    with versions.staging(config.output) as stage:
+        root = stage.path
+        export.write_labels(split.classes, root / contract.LABELS_FILE)
+        export.write_json(report, root / contract.METRICS_FILE)
+        export.write_json(
+            export.model_config(
+                algorithm=config.algorithm,
+                classes=split.classes,
+                image_size=hp.image_size,
+                metrics=metrics,
+                hyperparameters=hp.as_dict(),
+            ),
+            root / contract.MODEL_PACKAGE_DIR / contract.MODEL_CONFIG_FILE,
+        )
+        export.write_frozen_graph(module, root / contract.FROZEN_GRAPH_DIR)
+        export.write_saved_model(module, root / contract.SAVED_MODEL_DIR)
+        version = stage.publish()
+    return version, metrics
