@@ -216,6 +216,11 @@ def test_missing_or_ambiguous_input_is_an_invalid_model(no_atc: Path, tmp_path: 
     (two / "b.pb").write_bytes(b"")
     assert convert(two, tmp_path / "out", log=log) == contract.EXIT_INVALID_MODEL
     assert "a.pb, b.pb" in summary(log)[contract.SUMMARY_ERROR]
+    write_stub_atc(no_atc, "success", tmp_path / "argv.txt")
+    assert convert(two / "a.pb", tmp_path / "out", log=log) == contract.EXIT_INVALID_MODEL
+    assert summary(log)[contract.SUMMARY_ERROR].startswith(f"{contract.FLAG_INPUT} '{two / 'a.pb'}' is not usable")
+    assert summary(log)[contract.SUMMARY_ERROR_CODES] == ["E10041"]
+    assert not (tmp_path / "argv.txt").exists()
 
 
 def test_summary_stays_within_the_termination_message_limit(no_atc: Path, tiny_graph_dir: Path, tmp_path: Path) -> None:

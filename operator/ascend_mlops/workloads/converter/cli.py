@@ -104,12 +104,15 @@ def _describe(conversion: Conversion) -> tuple[list[atc.TensorDesc], list[atc.Te
         graph_def = atc.load_graph_def(data, conversion.command.model)
         inputs, outputs = atc.describe_graph(graph_def, conversion.command)
     except atc.AtcError as exc:
-        option = conversion_options.option_for_flag(exc.flag)
-        value = conversion.options.get(option, conversion.command.model if exc.flag == atc.MODEL else None)
-        shown = f"{option}={value!r}" if value is not None else option
+        if exc.flag == atc.MODEL:
+            message = f"{contract.FLAG_INPUT} {conversion.command.model!r} is not usable: {exc.message}"
+        else:
+            option = conversion_options.option_for_flag(exc.flag)
+            value = conversion.options.get(option)
+            shown = f"{option}={value!r}" if value is not None else option
+            message = f"{shown} does not fit the model: {exc.message}"
         raise _Failure(
-            contract.EXIT_INVALID_MODEL, f"{shown} does not fit the model: {exc.message} (ATC {exc.code})",
-            {contract.SUMMARY_ERROR_CODES: [exc.code]},
+            contract.EXIT_INVALID_MODEL, f"{message} (ATC {exc.code})", {contract.SUMMARY_ERROR_CODES: [exc.code]}
         ) from None
     return inputs, outputs, True
 
