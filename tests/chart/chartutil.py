@@ -37,7 +37,7 @@ def require_helm() -> str:
     return helm
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render(values_files: tuple[str, ...], sets: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
     helm = require_helm()
     args = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
