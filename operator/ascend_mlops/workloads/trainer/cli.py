@@ -124,15 +124,19 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def _train(config: params.TrainConfig, cluster: distribute.Cluster, split: dataset.Split) -> Any:
+    # TensorFlow loads only now, once the input is known to be usable.
+    from . import train
+
+    strategy = train.make_strategy(cluster)
+    trainer = train.Trainer(config, len(split.classes), strategy)
+    return trainer.fit(split)
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     config = _config(args)
     cluster = distribute.from_env(os.environ)
-    if cluster.is_chief:
-        try:
-            versions.check_writable(config.output)
-        except OSError as exc:
-            raise ParameterError(f"{contract.FLAG_OUTPUT} {config.output}: cannot write there: {exc}") from None
     index = dataset.scan(config.data, size_hint=config.hparams.image_size)
     split = dataset.split(index, config.train_ratio, config.seed)
     counts = split.counts()
@@ -142,13 +146,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         ", ".join(f"{k} {v['train']}/{v['validation']}" for k, v in counts.items()),
     )
     log.info("%s; hyperparameters: %s", cluster.describe(), config.hparams.as_dict())
-
-    # TensorFlow loads only now, once the input is known to be usable.
-    from . import train
-
-    strategy = train.make_strategy(cluster)
-    trainer = train.Trainer(config, len(split.classes), strategy)
-    result = trainer.fit(split)
     dataset_info = {
         "classes": len(split.classes),
         "train": len(split.train),
@@ -156,16 +153,26 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": len(index.skipped),
     }
     if not cluster.is_chief:
+        result = _train(config, cluster, split)
         log.info("not the chief: the chief writes the output")
         last = result.history[-1]
         return {
             contract.SUMMARY_METRICS: {"accuracy": last.val_accuracy, "loss": last.val_loss, "epochs": result.epochs_run},
             "dataset": dataset_info,
         }
+    try:
+        stage = versions.Staging(config.output)
+    except OSError as exc:
+        raise ParameterError(f"{contract.FLAG_OUTPUT} {config.output}: cannot write there: {exc}") from None
+    # Everything from here on is written into the staging directory, which
+    # becomes a version only once complete (a killed run leaves no version).
+    try:
+        result = _train(config, cluster, split)
+        from . import publish
 
-    from . import publish
-
-    version, metrics = publish.publish(config, split, index, result)
+        version, metrics = publish.publish(stage, config, split, index, result)
+    finally:
+        stage.discard()
     log.info(
         "published %s: validation accuracy %.4f, loss %.4f after %d epoch(s) (best %d) in %.0fs",
         config.output / version, metrics["accuracy"], metrics["loss"], result.epochs_run,

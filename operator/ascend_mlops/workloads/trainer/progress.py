@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-_LINE_RE = re.compile(r"^epoch (?P<epoch>\d+)/(?P<total>\d+)(?P<rest>(?: \S+=\S+)*)")
+_LINE_RE = re.compile(r"(?:^|\s)epoch (?P<epoch>\d+)/(?P<total>\d+)(?P<rest>(?: \S+=\S+)*)")
 
 
 @dataclasses.dataclass(frozen=True)

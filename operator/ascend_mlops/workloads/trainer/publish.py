@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 RECALIBRATION_IMAGES = 512
 
 
-def publish(config: TrainConfig, split: Split, index: DatasetIndex, result: TrainResult) -> tuple[str, dict[str, Any]]:
+def publish(stage: versions.Staging, config: TrainConfig, split: Split, index: DatasetIndex, result: TrainResult) -> tuple[str, dict[str, Any]]:
     """Write V### (atomically); return its name and the validation metrics."""
     hp = config.hparams
     model = export.export_model(config.algorithm, len(split.classes), hp.image_size, result.weights)
@@ -52,21 +52,20 @@ def publish(config: TrainConfig, split: Split, index: DatasetIndex, result: Trai
         "seed": config.seed,
         "history": [dataclasses.asdict(p) for p in result.history],
     }
-    with versions.staging(config.output) as stage:
-        root = stage.path
-        export.write_labels(split.classes, root / contract.LABELS_FILE)
-        export.write_json(report, root / contract.METRICS_FILE)
-        export.write_json(
-            export.model_config(
-                algorithm=config.algorithm,
-                classes=split.classes,
-                image_size=hp.image_size,
-                metrics=metrics,
-                hyperparameters=hp.as_dict(),
-            ),
-            root / contract.MODEL_PACKAGE_DIR / contract.MODEL_CONFIG_FILE,
-        )
-        export.write_frozen_graph(module, root / contract.FROZEN_GRAPH_DIR)
-        export.write_saved_model(module, root / contract.SAVED_MODEL_DIR)
-        version = stage.publish()
+    root = stage.path
+    export.write_labels(split.classes, root / contract.LABELS_FILE)
+    export.write_json(report, root / contract.METRICS_FILE)
+    export.write_json(
+        export.model_config(
+            algorithm=config.algorithm,
+            classes=split.classes,
+            image_size=hp.image_size,
+            metrics=metrics,
+            hyperparameters=hp.as_dict(),
+        ),
+        root / contract.MODEL_PACKAGE_DIR / contract.MODEL_CONFIG_FILE,
+    )
+    export.write_frozen_graph(module, root / contract.FROZEN_GRAPH_DIR)
+    export.write_saved_model(module, root / contract.SAVED_MODEL_DIR)
+    version = stage.publish()
     return version, metrics

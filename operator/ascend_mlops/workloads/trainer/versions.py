@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from ascend_mlops.api import contract
@@ -152,19 +151,3 @@ class Staging:
         os.close(self._lock_fd)
         self._lock_fd = None
 
-
-@contextlib.contextmanager
-def staging(root: Path) -> Iterator[Staging]:
-    """Stage a version; on any exception the staging directory is removed."""
-    stage = Staging(root)
-    try:
-        yield stage
-    finally:
-        stage.discard()
-
-
-def check_writable(root: Path) -> None:
-    """Create the output root and prove we can write there, before hours of training."""
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix=".write-check-", dir=root):
-        pass
