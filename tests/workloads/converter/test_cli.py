@@ -14,6 +14,7 @@ from ascend_mlops import cli
 from ascend_mlops.api import catalog, contract
 from ascend_mlops.ascend import atc, simmodel
 from tests.workloads.converter.conftest import TINY_CLASSES, TINY_SIZE, write_stub_atc
+from tests.workloads.converter.graphs import write_tiny_frozen_graph
 
 SHAPE = f"images:1,{TINY_SIZE},{TINY_SIZE},3"
 
@@ -237,3 +238,22 @@ def test_summary_stays_within_the_termination_message_limit(no_atc: Path, tiny_g
     result = summary(log)
     assert result[contract.SUMMARY_ERROR_CODES] == [f"E1000{k}" for k in range(10)]
     assert result[contract.SUMMARY_LOG_TAIL].endswith("ATC run failed")  # shortened from the front
+
+
+def test_seed_template_defaults_end_to_end_on_the_simulator(
+    no_atc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No options at all: the seed's images:1,224,224,3 / NHWC / logits:0 / FP32, as ModelArts runs it."""
+    graph_dir = tmp_path / "V001" / contract.FROZEN_GRAPH_DIR
+    write_tiny_frozen_graph(graph_dir, size=224, classes=5)
+    monkeypatch.setenv(contract.ENV_SIMULATOR, "1")
+    output, log = tmp_path / "V001" / contract.OM_OUTPUT_SUBDIR, tmp_path / "termination-log"
+    assert convert(graph_dir, output, log=log) == 0
+    model = simmodel.read(output / contract.OM_FILE)
+    assert model.inputs == [
+        {"name": "images", "dims": [1, 224, 224, 3], "dataType": "float32", "format": "NHWC", "tensorName": "images:0"}
+    ]
+    assert model.outputs == [
+        {"name": "logits", "dims": [1, 5], "dataType": "float32", "format": "ND", "tensorName": "logits:0"}
+    ]
+    assert model.header["opSelectImplmode"] == "high_performance" and model.header["bufferOptimize"] == "l2_optimize"
