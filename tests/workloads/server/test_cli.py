@@ -1,0 +1,100 @@
+"""`ascend-mlops serve` as a process: load failures, termination log, SIGTERM draining."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ascend_mlops.api import contract
+from tests.helpers import run_cli, wait_for
+from tests.workloads.server.process import ServerProcess, post_image
+from tests.workloads.server.tinymodel import image_bytes
+
+SIM = {contract.ENV_SIMULATOR: "1"}
+
+
+def _real_acl_installed() -> bool:
+    try:
+        import acl  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_real_acl_installed(), reason="the real pyACL is installed here")
+def test_acl_without_pyacl_and_without_the_simulator_exits_6(tiny_om: Path, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    result = run_cli(
+        [contract.CMD_SERVE, contract.FLAG_MODEL, str(tiny_om), contract.FLAG_BACKEND, "acl",
+         contract.FLAG_PORT, "0", contract.FLAG_TERMINATION_LOG, str(log)],
+        env={contract.ENV_SIMULATOR: "0"},
+        timeout=120,
+    )
+    assert result.returncode == contract.EXIT_TOOLKIT_MISSING, result.stderr
+    summary = json.loads(log.read_text())
+    assert summary[contract.SUMMARY_EXIT_CODE] == contract.EXIT_TOOLKIT_MISSING
+    assert "pyACL" in summary[contract.SUMMARY_ERROR] and contract.ENV_SIMULATOR in summary[contract.SUMMARY_ERROR]
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-model", "labels-mismatch"])
+def test_an_unloadable_model_exits_5_with_the_reason_in_the_termination_log(
+    case: str, tiny_om: Path, tmp_path: Path
+) -> None:
+    args = [contract.FLAG_BACKEND, "acl"]
+    if case == "missing":
+        args += [contract.FLAG_MODEL, str(tmp_path / "nothing-here")]
+        expected = "no such file"
+    elif case == "not-a-model":
+        bad = tmp_path / "model.om"
+        bad.write_bytes(b"\x00" * 128)
+        args += [contract.FLAG_MODEL, str(tmp_path)]
+        expected = "ACL_ERROR_PARSE_MODEL"
+    else:
+        labels = tmp_path / "labels.txt"
+        labels.write_text("only\ntwo\n")
+        args += [contract.FLAG_MODEL, str(tiny_om), contract.FLAG_LABELS, str(labels)]
+        expected = "2 labels but the model has 3 classes"
+    log = tmp_path / "termination-log"
+    with ServerProcess([*args, contract.FLAG_TERMINATION_LOG, str(log)], env=SIM) as server:
+        code = server.wait_exit()
+    assert code == contract.EXIT_INVALID_MODEL, server.log[-2000:]
+    summary = json.loads(log.read_text())
+    assert expected in summary[contract.SUMMARY_ERROR] and summary[contract.SUMMARY_SIMULATED] is True
+    assert expected in server.log
+
+
+def test_bad_option_values_are_usage_errors(tiny_om: Path) -> None:
+    result = run_cli([contract.CMD_SERVE, contract.FLAG_MODEL, str(tiny_om), contract.FLAG_BACKEND, "acl",
+                      contract.FLAG_MAX_BATCH_SIZE, "0"], timeout=60)
+    assert result.returncode == contract.EXIT_USAGE and contract.FLAG_MAX_BATCH_SIZE in result.stderr
+
+
+def test_sigterm_finishes_the_request_in_flight_then_releases_acl(tiny_dynamic_om: Path, tmp_path: Path) -> None:
+    # A long batching delay parks the request in the queue: SIGTERM must flush it, not drop it.
+    args = [contract.FLAG_MODEL, str(tiny_dynamic_om), contract.FLAG_BACKEND, "acl",
+            contract.FLAG_MAX_BATCH_SIZE, "8", contract.FLAG_MAX_BATCH_DELAY_MS, "600000",
+            contract.FLAG_TERMINATION_LOG, str(tmp_path / "termination-log")]
+    with ServerProcess(args, env=SIM) as server:
+        server.wait_ready()
+        answer: dict[str, object] = {}
+        client = threading.Thread(target=lambda: answer.update(result=post_image(server.url, image_bytes("green"))))
+        client.start()
+
+        def queued() -> bool:
+            with urllib.request.urlopen(server.url + contract.METRICS_PATH, timeout=10) as response:
+                return "ascend_mlops_server_queue_depth 1.0" in response.read().decode()
+
+        wait_for(queued, timeout=60, what="the request to wait in the batch queue")
+        server.process.send_signal(signal.SIGTERM)
+        client.join(60)
+        code = server.wait_exit()
+    status, _, body = answer["result"]  # type: ignore[misc]
+    assert status == 200 and json.loads(body)["predicted_label"] == "green"
+    assert code == 0, server.log[-2000:]
+    assert "released all ACL resources" in server.log
+    assert "teardown:" not in server.log  # every release call succeeded
