@@ -71,38 +71,47 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
-RBAC rules: exactly what the operator's code calls (tests/chart/test_rbac.py
-derives that list from operator/ascend_mlops and compares). Namespaced rules
+RBAC rules: exactly what the operator's code calls. tests/chart/test_rbac.py
+derives that list from operator/ascend_mlops and fails on any difference;
+`python -m tests.chart.rbac_scan` prints it in this format. Namespaced rules
 go in the ClusterRole (all namespaces) or in one Role per watched namespace;
 cluster-scoped rules always go in the ClusterRole.
 */}}
 {{- define "ascend-mlops.rbac.namespacedRules" -}}
-- apiGroups: ["ascend.mlops.dev"]
-  resources: ["trainingjobs", "modelconversions", "inferenceservices"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: ["ascend.mlops.dev"]
-  resources: ["trainingjobs/status", "modelconversions/status", "inferenceservices/status"]
-  verbs: ["get", "patch"]
+# Kopf posts Events (kopf.event and per-object log messages).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# Training workers and converter pods: created, watched, cleaned up.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Headless Services of multi-worker training; the InferenceService's Service.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "delete"]
+# Model servers.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "list", "watch", "create"]
+# The three kinds: watched and read; delete for ttlSecondsAfterFinished.
+- apiGroups: ["ascend.mlops.dev"]
+  resources: ["inferenceservices", "modelconversions", "trainingjobs"]
+  verbs: ["get", "list", "watch", "delete"]
+- apiGroups: ["ascend.mlops.dev"]
+  resources: ["inferenceservices/status", "modelconversions/status", "trainingjobs/status"]
+  verbs: ["patch"]
 {{- end }}
 
 {{- define "ascend-mlops.rbac.clusterRules" -}}
-# Kopf discovers namespaces and resources (CRDs) at runtime.
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
+# Kopf discovers the CRDs at runtime (settings.scanning).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+{{- if .Values.watchNamespaces }}
+# Kopf lists namespaces to match its namespace list (not when cluster-wide).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- end }}
