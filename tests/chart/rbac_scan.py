@@ -11,7 +11,7 @@ verb) triples from:
   (`kopf.event`/`info`/`warn`/`exception` and handler progress posting),
   CRD and namespace scanning unless `settings.scanning.disabled = True`,
   peering unless `settings.peering.standalone = True` (or `standalone=True`).
-* Calls of the operator's API client (`<...>client.get/list/create/patch/delete`),
+* Calls of the operator's API client (`<...>client.get/list/create/patch/replace/delete`),
   whose api_version and plural arguments are evaluated; and calls of helper
   functions that pass their own api_version/plural parameters on to the
   client (found automatically, e.g. the runtime's `create_child`), evaluated
@@ -39,7 +39,17 @@ PACKAGE_DIR = REPO_ROOT / "operator" / "ascend_mlops"
 # and the sandbox (its own embedded API server).
 SKIP = ("kube.py", "__main__.py", "workloads", "sandbox", "ascend")
 
-CLIENT_VERBS = {"get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
+# KubeClient method -> RBAC verb.
+CLIENT_VERBS = {
+    "get": "get",
+    "list": "list",
+    "create": "create",
+    "patch": "patch",
+    "replace": "update",
+    "delete": "delete",
+}
+# KubeClient methods that make no API call of their own.
+CLIENT_LOCAL = {"configure", "close"}
 WATCH_ONLY = {"event", "index"}
 CHANGE_HANDLERS = {"resume", "create", "update", "delete", "field", "timer", "daemon"}
 EVENT_POSTERS = {"event", "info", "warn", "exception"}
@@ -65,12 +75,12 @@ class ScanError(AssertionError):
     pass
 
 
-def modules() -> Iterator[tuple[str, Path]]:
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        relative = path.relative_to(PACKAGE_DIR)
+def modules(package_dir: Path, package: str) -> Iterator[tuple[str, Path]]:
+    for path in sorted(package_dir.rglob("*.py")):
+        relative = path.relative_to(package_dir)
         if relative.parts[0] in SKIP or relative.name in SKIP:
             continue
-        dotted = ".".join(("ascend_mlops", *relative.with_suffix("").parts))
+        dotted = ".".join((package, *relative.with_suffix("").parts))
         yield dotted.removesuffix(".__init__"), path
 
 
@@ -187,13 +197,14 @@ def _argument(call: ast.Call, index: int, func_params: list[str] | None = None) 
     return None
 
 
-def scan() -> Needs:
+def scan(package_dir: Path = PACKAGE_DIR, package: str = "ascend_mlops") -> Needs:
     needs = Needs()
     scanning_disabled = False
     standalone = False
     posts_events = True  # Kopf posts handler progress events unless settings.posting.enabled = False
     parsed = [
-        (module_name, path, ast.parse(path.read_text(encoding="utf-8"), str(path))) for module_name, path in modules()
+        (module_name, path, ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        for module_name, path in modules(package_dir, package)
     ]
     helpers = find_helpers([tree for _, _, tree in parsed])
     for module_name, path, tree in parsed:
@@ -205,7 +216,7 @@ def scan() -> Needs:
             for node in ast.walk(func)
         }
         for node in ast.walk(tree):
-            where = f"{path.relative_to(REPO_ROOT)}:{getattr(node, 'lineno', '?')}"
+            where = f"{path.relative_to(package_dir.parent)}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     name = dotted_name(target)
@@ -231,15 +242,22 @@ def scan() -> Needs:
                         group, plural = kopf_resource(decorator, namespace, where)
                         verbs = {"list", "watch"} | ({"patch"} if event in CHANGE_HANDLERS else set())
                         needs.add({(group, plural, v) for v in verbs}, f"{where} @{name}")
-            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            if not isinstance(node, ast.Call):
                 continue
-            method = node.func.attr
-            receiver = dotted_name(node.func.value)
+            if isinstance(node.func, ast.Attribute):
+                method, receiver = node.func.attr, dotted_name(node.func.value)
+            elif isinstance(node.func, ast.Name):
+                method, receiver = node.func.id, ""
+            else:
+                continue
             client_call = _client_call(node)
             if receiver == "kopf" and method in EVENT_POSTERS:
                 needs.add({("", "events", "create")}, f"{where} kopf.{method}")
-            elif client_call is not None and method == "request":
-                raise ScanError(f"{where}: raw client.request() cannot be analysed; add a typed KubeClient method")
+            elif client_call is not None and method not in CLIENT_VERBS and method not in CLIENT_LOCAL:
+                raise ScanError(
+                    f"{where}: client.{method}() is not a known API verb; add it to CLIENT_VERBS in "
+                    f"tests/chart/rbac_scan.py (raw client.request() cannot be analysed)"
+                )
             elif client_call is not None and method in CLIENT_VERBS:
                 if id(node) in helper_bodies and all(isinstance(a, ast.Name) for a in node.args[:2]):
                     continue  # a pass-through helper: resolved at its call sites
@@ -293,7 +311,7 @@ def rules_yaml(perms: set[Permission]) -> str:
     verbs_by_resource: dict[tuple[str, str], set[str]] = {}
     for group, resource, verb in perms:
         verbs_by_resource.setdefault((group, resource), set()).add(verb)
-    order = ["get", "list", "watch", "create", "patch", "delete"]
+    order = ["get", "list", "watch", "create", "update", "patch", "delete"]
     grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for (group, resource), verbs in sorted(verbs_by_resource.items()):
         key = (group, tuple(sorted(verbs, key=lambda v: order.index(v) if v in order else len(order))))

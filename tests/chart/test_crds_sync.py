@@ -51,7 +51,7 @@ def test_sync_check_fails_on_drift(tmp_path: Path) -> None:
     shutil.copy(SYNC, tmp_path / "scripts" / SYNC.name)
     shutil.copytree(CRDS, tmp_path / "crds")
     copy = tmp_path / CHART_CRDS.relative_to(REPO_ROOT)
-    shutil.copytree(CHART_CRDS, copy)
+    shutil.copytree(CRDS, copy)  # an in-sync starting point, whatever the real chart holds
     script = tmp_path / "scripts" / SYNC.name
     assert subprocess.run([str(script), "--check"], capture_output=True, check=False).returncode == 0
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.chart.chartutil import of_kind, one, render
-from tests.chart.rbac_scan import Needs, Permission, scan
+from tests.chart.rbac_scan import Needs, Permission, ScanError, scan
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,90 @@ def test_no_escalation_verbs_or_secrets(needs: Needs) -> None:
                     assert verb not in {"escalate", "bind", "impersonate", "deletecollection"}
                     assert resource not in {"secrets", "roles", "clusterroles", "rolebindings", "clusterrolebindings"}
                     assert (group, resource, verb) in everything
+
+
+FAKE_OPERATOR = '''
+import kopf
+
+GROUP = "example.dev"
+PLURALS = {"Widget": "widgets"}
+
+
+class Client:
+    async def get(self, *a): ...
+    async def create(self, *a): ...
+    async def replace(self, *a): ...
+    async def patch(self, *a, subresource=None): ...
+
+
+async def create_child(rt, owner, api_version, plural, body):
+    await rt.client.create(api_version, plural, "ns", body)
+
+
+@kopf.on.event(GROUP, "v1", PLURALS["Widget"])
+async def widget_event(**_): ...
+
+
+@kopf.on.create("apps", "v1", "deployments")
+async def deployment_created(**_): ...
+
+
+@kopf.on.event("v1", "pods")
+async def pod_event(**_): ...
+
+
+async def reconcile(rt, key):
+    await rt.client.get(GROUP + "/v1", PLURALS["Widget"], "ns", "w")
+    await rt.client.patch(GROUP + "/v1", "widgets", "ns", "w", {}, subresource="status")
+    await create_child(rt, None, "v1", "configmaps", {})
+    await rt.client.replace("v1", "services", "ns", "s", {})
+    kopf.info({}, reason="Done", message="ok")
+
+
+@kopf.on.startup()
+async def startup(settings, **_):
+    settings.peering.standalone = True
+    settings.scanning.disabled = True
+'''
+
+
+def test_the_scanner_reads_decorators_helpers_and_client_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "fakeop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "main.py").write_text(FAKE_OPERATOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    needs = scan(package, "fakeop")
+    assert needs.namespaced == {
+        ("example.dev", "widgets", "list"),
+        ("example.dev", "widgets", "watch"),
+        ("example.dev", "widgets", "get"),
+        ("example.dev", "widgets/status", "patch"),
+        # a change-tracking handler: Kopf patches annotations/finalizers too
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "watch"),
+        ("apps", "deployments", "patch"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "configmaps", "create"),  # through the helper, resolved at its call site
+        ("", "services", "update"),
+        ("", "events", "create"),
+    }
+    # Scanning and peering are off: no CRD, namespace or peering permissions.
+    assert needs.cluster == set() and needs.namespaced_only == set()
+
+
+def test_the_scanner_refuses_what_it_cannot_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "opaque"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "main.py").write_text(
+        "async def reconcile(rt, plural_from_somewhere):\n"
+        "    await rt.client.get('v1', compute(plural_from_somewhere), 'ns', 'x')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ScanError, match="cannot evaluate"):
+        scan(package, "opaque")
+    (package / "main.py").write_text("async def go(rt):\n    await rt.client.request('GET', '/api/v1/pods')\n")
+    with pytest.raises(ScanError, match="not a known API verb"):
+        scan(package, "opaque")

@@ -86,14 +86,14 @@ cluster-scoped rules always go in the ClusterRole.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Headless Services of multi-worker training; the InferenceService's Service.
+# Headless Services of multi-worker training; the InferenceService's Service (replaced when it drifts).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create", "delete"]
-# Model servers.
+  verbs: ["get", "create", "update", "delete"]
+# Model servers (replaced when they drift from the spec).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "update"]
 # The three kinds: watched and read; delete for ttlSecondsAfterFinished.
 - apiGroups: ["ascend.mlops.dev"]
   resources: ["inferenceservices", "modelconversions", "trainingjobs"]
