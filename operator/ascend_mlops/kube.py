@@ -79,10 +79,17 @@ class KubeClient:
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._stale: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_connection(cls, info: Any) -> KubeClient:
         """Build from Kopf's `ConnectionInfo` (duck-typed: Kopf keeps it in a private module)."""
+        client = cls("")
+        client.configure(info)
+        return client
+
+    def configure(self, info: Any) -> None:
+        """(Re)point the client at the server and credentials of a Kopf `ConnectionInfo`."""
         context: ssl.SSLContext | bool | None = None
         if str(info.server).startswith("https"):
             if info.insecure:
@@ -92,8 +99,12 @@ class KubeClient:
                 context = ssl.create_default_context(cafile=info.ca_path or None, cadata=ca_data or None)
                 if info.certificate_path or info.private_key_path:
                     context.load_cert_chain(info.certificate_path, info.private_key_path)
-        headers = dict(info.as_http_headers()) if hasattr(info, "as_http_headers") else {}
-        return cls(str(info.server), headers=headers, ssl_context=context)
+        self.server = str(info.server).rstrip("/")
+        self._headers = dict(info.as_http_headers()) if hasattr(info, "as_http_headers") else {}
+        self._ssl = context
+        # The next request opens a session with the new credentials.
+        self._stale = self._session
+        self._session = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -101,9 +112,10 @@ class KubeClient:
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        for session in (self._session, self._stale):
+            if session is not None and not session.closed:
+                await session.close()
+        self._session = self._stale = None
 
     async def request(
         self,
@@ -114,11 +126,18 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        if not self.server:
+            raise ApiError(0, "NotConfigured", "the API client has no server yet (login has not happened)", method, path)
         session = self._get_session()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
         async with session.request(
-            method, self.server + path, data=data, params=params, headers=headers, ssl=self._ssl
+            method,
+            self.server + path,
+            data=data,
+            params=params,
+            headers=headers,
+            ssl=self._ssl if self._ssl is not None else True,
         ) as response:
             text = await response.text()
             if response.status >= 400:
@@ -171,6 +190,13 @@ class KubeClient:
             body=dict(body),
             content_type=MERGE_PATCH,
         )
+        return result if isinstance(result, dict) else {}
+
+    async def replace(
+        self, api_version: str, plural: str, namespace: str | None, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PUT the whole object; include metadata.resourceVersion to fail (409) on a concurrent change."""
+        result = await self.request("PUT", resource_path(api_version, plural, namespace, name), body=dict(body))
         return result if isinstance(result, dict) else {}
 
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> bool:

@@ -88,7 +88,10 @@ def admit(obj: dict[str, Any]) -> dict[str, Any]:
     """Default and validate as the API server would; raise jsonschema.ValidationError if rejected."""
     schema = open_api_schema(obj["kind"])
     defaulted = apply_defaults(copy.deepcopy(obj), schema)
-    jsonschema.Draft7Validator(to_json_schema(schema)).validate(defaulted)
+    json_schema = to_json_schema(schema)
+    # metadata is the API server's own business, never part of a CRD's schema.
+    json_schema["properties"]["metadata"] = {"type": "object"}
+    jsonschema.Draft7Validator(json_schema).validate(defaulted)
     return defaulted
 
 

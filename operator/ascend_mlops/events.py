@@ -1,0 +1,71 @@
+"""Kubernetes Events for condition transitions, posted through Kopf's event queue."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import kopf
+
+from ascend_mlops import status as st
+from ascend_mlops.api.constants import Reason
+
+logger = logging.getLogger(__name__)
+
+NORMAL: Final = "Normal"
+WARNING: Final = "Warning"
+
+# Reasons that mean "something is wrong and a person may need to act".
+WARNING_REASONS: Final = frozenset(
+    {
+        Reason.INVALID_SPEC,
+        Reason.RECONCILE_ERROR,
+        Reason.FAILED,
+        Reason.BACKOFF_LIMIT_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+        Reason.PERMANENT_ERROR,
+        Reason.POD_RESTARTED,
+        Reason.POD_MISSING,
+        Reason.REFERENCE_NOT_FOUND,
+        Reason.REFERENCE_FAILED,
+        Reason.CONVERSION_FAILED,
+        Reason.CRASH_LOOP,
+        Reason.MODEL_LOAD_FAILED,
+        Reason.UNSCHEDULABLE,
+        Reason.IMAGE_PULL_FAILED,
+        Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+def transition_events(
+    old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any], condition_types: Iterable[str]
+) -> list[Event]:
+    """One Event per condition of `condition_types` whose status or reason changed."""
+    events = []
+    for condition in st.transitions(old_status, new_status, condition_types):
+        reason = str(condition.get("reason"))
+        kind = WARNING if reason in WARNING_REASONS else NORMAL
+        message = f"{condition['type']}={condition['status']}"
+        if condition.get("message"):
+            message += f": {condition['message']}"
+        events.append(Event(kind, reason, message))
+    return events
+
+
+def post(body: Mapping[str, Any], events: Iterable[Event]) -> None:
+    """Queue Events about `body`; outside a running operator (unit tests) they are only logged."""
+    for event in events:
+        try:
+            kopf.event(cast(Any, dict(body)), type=event.type, reason=event.reason, message=st.shorten(event.message))
+        except LookupError:
+            logger.info("event %s %s: %s", event.type, event.reason, event.message)

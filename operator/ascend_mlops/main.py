@@ -1,0 +1,133 @@
+"""Kopf registration only: thin handlers that hand every event to the reconcilers.
+
+Run with `ascend-mlops operator` (settings from ASCEND_MLOPS_*, liveness and
+metrics endpoints) or `kopf run -m ascend_mlops.main [-n NS | -A]`.
+
+The handlers are level-triggered: any event about a custom resource, one of
+its pods or Deployments, or a resource it references, makes the owner's
+reconciler look at the whole current state and converge. Nothing is kept in
+Kopf's annotations or finalizers: status and the children are the state, so a
+restarted operator picks up exactly where the cluster is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from ascend_mlops import metrics
+from ascend_mlops.api import constants
+from ascend_mlops.kube import KubeClient, close_quietly
+from ascend_mlops.reconcilers import conversion, inference, training
+from ascend_mlops.reconcilers.runtime import Key, Runtime
+from ascend_mlops.settings import Settings, SettingsError
+
+MANAGED: dict[str, str] = {constants.LABEL_MANAGED_BY: constants.PRODUCT}
+MANAGED_SELECTOR = f"{constants.LABEL_MANAGED_BY}={constants.PRODUCT}"
+RECONCILERS = {
+    constants.TRAINING_JOB: training.reconcile,
+    constants.MODEL_CONVERSION: conversion.reconcile,
+    constants.INFERENCE_SERVICE: inference.reconcile,
+}
+KINDS_BY_PLURAL = {plural: kind for kind, plural in constants.PLURALS.items()}
+
+
+def _runtime(memo: Any) -> Runtime:
+    return cast(Runtime, memo.ascend_mlops_runtime)
+
+
+@kopf.on.startup()
+async def startup(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    try:
+        config = Settings.from_env()
+    except SettingsError as exc:
+        raise kopf.PermanentError(f"invalid settings: {exc}") from None
+    # One operator instance per cluster is enough for this workload; no peering objects needed.
+    settings.peering.standalone = True
+    # Only our own children matter: let the API server filter the pod and Deployment streams.
+    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
+    runtime = Runtime(config, KubeClient(""))
+    runtime.reconcilers.update(RECONCILERS)
+    memo.ascend_mlops_runtime = runtime
+    if metrics.serve(config.metrics_port):
+        logger.info("metrics on :%d/metrics", config.metrics_port)
+    if config.simulator:
+        logger.warning("ASCEND_MLOPS_SIMULATOR is on: conversions and servers run on the Ascend simulator")
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> Any:
+    """Kubeconfig or in-cluster credentials, shared by Kopf and the reconcilers' client."""
+    import kubernetes.config.kube_config
+
+    # The client library reads $KUBECONFIG once, at import; read it now, so that a
+    # kubeconfig written after start-up (the sandbox's, a test's) is the one used.
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if kubeconfig:
+        kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
+    info = kopf.login_via_client(**kwargs)
+    runtime = getattr(memo, "ascend_mlops_runtime", None)
+    if info is not None and runtime is not None:
+        runtime.client.configure(info)
+    return info
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime = getattr(memo, "ascend_mlops_runtime", None)
+    if runtime is not None:
+        await runtime.close()
+        await close_quietly(runtime.client)
+
+
+async def _object_event(memo: Any, kind: str, namespace: str | None, name: str | None, event_type: str | None) -> None:
+    if not namespace or not name:
+        return
+    runtime = _runtime(memo)
+    key = Key(kind, namespace, name)
+    if event_type == "DELETED":
+        runtime.forget(key)
+    else:
+        await runtime.reconcile(key)
+    # Whatever changed here may unblock or break what references it.
+    runtime.poke_dependents(key)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.TRAINING_JOB])
+async def training_job_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+    await _object_event(memo, constants.TRAINING_JOB, namespace, name, type)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.MODEL_CONVERSION])
+async def model_conversion_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+    await _object_event(memo, constants.MODEL_CONVERSION, namespace, name, type)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.INFERENCE_SERVICE])
+async def inference_service_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+    await _object_event(memo, constants.INFERENCE_SERVICE, namespace, name, type)
+
+
+def owner_key(body: Mapping[str, Any]) -> Key | None:
+    """The custom resource controlling a child, from its owner references."""
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        api_version = str(ref.get("apiVersion") or "")
+        if ref.get("controller") and api_version.split("/")[0] == constants.GROUP and ref.get("kind") in RECONCILERS:
+            return Key(str(ref["kind"]), str(meta.get("namespace") or ""), str(ref.get("name") or ""))
+    return None
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def child_event(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
+    key = owner_key(body)
+    if key is not None and key.namespace and key.name:
+        await _runtime(memo).reconcile(key)

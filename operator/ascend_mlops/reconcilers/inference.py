@@ -1,0 +1,298 @@
+"""InferenceService: resolve the model, keep a Deployment and a Service in shape, report readiness honestly.
+
+Ready is computed from the Deployment *and* its pods: a Deployment can look
+"progressing" for ten minutes while its pods crash-loop on a model that will
+never load, which is exactly the state users of model servers most often
+mis-read. The pods' container statuses tell why, and that goes into Ready's
+message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ascend_mlops import status as st
+from ascend_mlops.api import constants, contract
+from ascend_mlops.api.constants import ConditionType, Phase, Reason
+from ascend_mlops.api.specs import (
+    FieldError,
+    InferenceServiceSpec,
+    SpecError,
+    StorageURI,
+    parse_inference_service,
+    parse_storage_uri,
+)
+from ascend_mlops.builders import inference as builder
+from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner, selector_labels
+from ascend_mlops.reconcilers import pods as P
+from ascend_mlops.reconcilers import references
+from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime
+
+KIND: Final = constants.INFERENCE_SERVICE
+EVENT_CONDITIONS: Final = (
+    ConditionType.VALID,
+    ConditionType.SOURCE_READY,
+    ConditionType.READY,
+    ConditionType.STALLED,
+)
+REASON_SPEC_VALID: Final = "SpecValid"
+REASON_MODEL_RESOLVED: Final = "ModelResolved"
+# Exit codes with which a server says "this model cannot be loaded"; restarting will not help.
+MODEL_LOAD_EXIT_CODES: Final = frozenset(
+    {contract.EXIT_USAGE, contract.EXIT_INVALID_MODEL, contract.EXIT_TOOLKIT_MISSING, contract.EXIT_INVALID_PARAMETERS}
+)
+
+
+class Waiting(Exception):
+    def __init__(self, reason: str, message: str, failed: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.failed = failed
+
+
+async def resolve_model(
+    rt: Runtime, key: Key, spec: InferenceServiceSpec
+) -> tuple[builder.ResolvedModel, dict[str, Any]]:
+    """The model to serve and its status.model record, or raise Waiting."""
+    if spec.model is not None:
+        rt.set_references(key, ())
+        record: dict[str, Any] = {"uri": str(spec.model), "runtime": spec.runtime}
+        if spec.labels is not None:
+            record["labels"] = str(spec.labels)
+        return builder.ResolvedModel(spec.model, spec.labels, spec.runtime), record
+    assert spec.conversion_ref is not None
+    name = spec.conversion_ref
+    mc_key = Key(constants.MODEL_CONVERSION, key.namespace, name)
+    conversion = await rt.get(mc_key)
+    state = references.summarize(conversion)
+    referenced = [mc_key]
+    if not state.found:
+        rt.set_references(key, referenced)
+        raise Waiting(
+            Reason.REFERENCE_NOT_FOUND,
+            f"spec.model.conversionRef.name: ModelConversion {name!r} not found in namespace {key.namespace!r}; "
+            "create it or fix the name",
+            failed=False,
+        )
+    if state.failed:
+        rt.set_references(key, referenced)
+        raise Waiting(
+            Reason.REFERENCE_FAILED,
+            f"spec.model.conversionRef.name: ModelConversion {name!r} failed ({state.message}); fix it or "
+            "serve another model",
+            failed=True,
+        )
+    if not state.succeeded:
+        rt.set_references(key, referenced)
+        raise Waiting(
+            Reason.WAITING_FOR_CONVERSION,
+            f"waiting for ModelConversion {name!r} to succeed (phase {state.phase})",
+            failed=False,
+        )
+    mc_status = (conversion or {}).get("status") or {}
+    source = mc_status.get("source") or {}
+    if spec.runtime == "tensorflow":
+        # The CPU runtime serves what the conversion started from: the frozen graph.
+        location, field_name = source.get("uri"), "status.source.uri"
+    else:
+        location, field_name = (mc_status.get("artifacts") or {}).get("model"), "status.artifacts.model"
+    try:
+        model_uri = parse_storage_uri(location, f"ModelConversion {name} {field_name}")
+    except FieldError as exc:
+        rt.set_references(key, referenced)
+        raise Waiting(
+            Reason.REFERENCE_FAILED,
+            f"spec.model.conversionRef.name: ModelConversion {name!r} succeeded but reports no usable model "
+            f"({exc}); rerun it or set spec.model.uri",
+            failed=True,
+        ) from None
+    labels: StorageURI | None = spec.labels
+    job_name = source.get("trainingJob")
+    if labels is None and isinstance(job_name, str) and job_name:
+        job_key = Key(constants.TRAINING_JOB, key.namespace, job_name)
+        referenced.append(job_key)
+        job = await rt.get(job_key)
+        labels_uri = (((job or {}).get("status") or {}).get("artifacts") or {}).get(contract.ARTIFACT_LABELS)
+        if labels_uri:
+            try:
+                labels = parse_storage_uri(labels_uri, f"TrainingJob {job_name} status.artifacts.labels")
+            except FieldError:
+                labels = None  # serve without class names rather than not at all
+    rt.set_references(key, referenced)
+    record = {"uri": str(model_uri), "runtime": spec.runtime, "conversion": name}
+    if labels is not None:
+        record["labels"] = str(labels)
+    if mc_status.get("simulated"):
+        record["simulated"] = True
+    return builder.ResolvedModel(model_uri, labels, spec.runtime), record
+
+
+async def ensure_deployment(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> dict[str, Any]:
+    name = desired["metadata"]["name"]
+    existing = await rt.client.get("apps/v1", "deployments", owner.namespace, name)
+    if existing is None:
+        await rt.create_child(owner, "apps/v1", "deployments", desired)
+        return desired
+    return await _update_if_drifted(rt, owner, "apps/v1", "deployments", existing, desired)
+
+
+async def ensure_service(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> None:
+    name = desired["metadata"]["name"]
+    existing = await rt.client.get("v1", "services", owner.namespace, name)
+    if existing is None:
+        await rt.create_child(owner, "v1", "services", desired)
+        return
+    # The cluster IP is immutable and allocated by the API server: keep it.
+    for field_name in ("clusterIP", "clusterIPs"):
+        if field_name in (existing.get("spec") or {}):
+            desired["spec"][field_name] = existing["spec"][field_name]
+    await _update_if_drifted(rt, owner, "v1", "services", existing, desired)
+
+
+async def _update_if_drifted(
+    rt: Runtime, owner: Owner, api_version: str, plural: str, existing: dict[str, Any], desired: dict[str, Any]
+) -> dict[str, Any]:
+    meta = existing.get("metadata") or {}
+    want = desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
+    if (meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH) == want:
+        return existing
+    if not any(ref.get("kind") == owner.kind and ref.get("name") == owner.name for ref in meta.get("ownerReferences") or []):
+        raise ChildConflict(
+            f"{desired['kind']} {owner.namespace}/{meta.get('name')} exists and does not belong to "
+            f"{owner.kind} {owner.name}; delete or rename it"
+        )
+    body = {
+        **desired,
+        "metadata": {
+            **meta,
+            "labels": {**(meta.get("labels") or {}), **desired["metadata"]["labels"]},
+            "annotations": {**(meta.get("annotations") or {}), **desired["metadata"]["annotations"]},
+            "ownerReferences": desired["metadata"]["ownerReferences"],
+        },
+    }
+    body.pop("status", None)
+    return await rt.client.replace(api_version, plural, owner.namespace, meta["name"], body)
+
+
+def pod_problem(state: P.PodState) -> tuple[str, str] | None:
+    """(reason, message) when a server pod is broken in a way a user must hear about."""
+    if state.deleting or state.phase in (P.SUCCEEDED,):
+        return None
+    if state.waiting_reason == "CrashLoopBackOff" or state.phase == P.FAILED or (
+        state.terminated is not None and state.terminated.exit_code != 0
+    ):
+        code, error, _ = failure_details(state)
+        reason = Reason.MODEL_LOAD_FAILED if code in MODEL_LOAD_EXIT_CODES else Reason.CRASH_LOOP
+        restarts = f" after {state.restarts} restart(s)" if state.restarts else ""
+        return reason, f"pod {state.name}: the server keeps exiting{restarts}, last with {describe_exit(code)}: {error}"
+    if state.waiting_reason in P.IMAGE_PULL_REASONS:
+        return Reason.IMAGE_PULL_FAILED, P.pending_explanation(state)
+    if state.unschedulable:
+        return Reason.UNSCHEDULABLE, P.pending_explanation(state)
+    if state.waiting_reason in P.CONFIG_ERROR_REASONS:
+        return Reason.CRASH_LOOP, P.pending_explanation(state)
+    return None
+
+
+async def reconcile(rt: Runtime, key: Key) -> Result:
+    body = await rt.get(key)
+    if body is None:
+        rt.forget(key)
+        return Result()
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return Result()
+    owner = Owner.from_body(body)
+    now = rt.clock()
+    old_status: dict[str, Any] = dict(body.get("status") or {})
+    status = dict(old_status)
+    conditions = st.Conditions(old_status.get("conditions"), meta.get("generation"), now)
+
+    def not_ready(phase: str, reason: str, message: str, stalled: bool) -> None:
+        conditions.set(ConditionType.READY, st.FALSE, reason, message)
+        st.set_kstatus(
+            conditions,
+            reconciling=None if stalled else reason,
+            stalled=reason if stalled else None,
+            message=message,
+        )
+        status.update(phase=phase, conditions=conditions.to_list())
+
+    try:
+        spec = parse_inference_service(body.get("spec"), rt.settings.accelerator_resource)
+    except SpecError as exc:
+        conditions.set(ConditionType.VALID, st.FALSE, Reason.INVALID_SPEC, str(exc))
+        not_ready(Phase.INVALID, Reason.INVALID_SPEC, str(exc), stalled=True)
+        await rt.write_status(key, body, status, EVENT_CONDITIONS)
+        return Result()
+    conditions.set(ConditionType.VALID, st.TRUE, REASON_SPEC_VALID, "")
+
+    try:
+        model, record = await resolve_model(rt, key, spec)
+    except Waiting as waiting:
+        conditions.set(ConditionType.SOURCE_READY, st.FALSE, waiting.reason, waiting.message)
+        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, waiting.reason, "no model to serve yet")
+        # An existing Deployment keeps serving the previous model meanwhile.
+        not_ready(Phase.FAILED if waiting.failed else Phase.WAITING, waiting.reason, waiting.message, waiting.failed)
+        await rt.write_status(key, body, status, EVENT_CONDITIONS)
+        return Result()
+    if rt.settings.simulator:
+        record["simulated"] = True
+    conditions.set(ConditionType.SOURCE_READY, st.TRUE, REASON_MODEL_RESOLVED, f"serving {model.uri}")
+    status["model"] = record
+
+    desired = builder.build_deployment(spec, owner, rt.settings, model)
+    try:
+        deployment = await ensure_deployment(rt, owner, desired)
+        await ensure_service(rt, owner, builder.build_service(owner))
+    except ChildConflict as exc:
+        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.RECONCILE_ERROR, str(exc))
+        not_ready(Phase.NOT_READY, Reason.RECONCILE_ERROR, str(exc), stalled=True)
+        await rt.write_status(key, body, status, EVENT_CONDITIONS)
+        return Result(requeue_after=30.0)
+    status["url"] = builder.service_url(owner.name, owner.namespace)
+
+    dep_status = deployment.get("status") or {}
+    ready_replicas = int(dep_status.get("readyReplicas") or 0)
+    updated = dep_status.get("updatedReplicas")
+    status["replicas"] = int(dep_status.get("replicas") or 0)
+    status["readyReplicas"] = ready_replicas
+
+    # Pods of the current template carry the model in an annotation; older ones are on their way out.
+    server_pods = await rt.list_children(owner, "v1", "pods", selector_labels(owner, builder.COMPONENT))
+    problems: list[tuple[str, str]] = []
+    for pod in server_pods:
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(constants.ANNOTATION_MODEL_DIGEST, str(model.uri)) != str(model.uri):
+            continue
+        problem = pod_problem(P.pod_state(pod, builder.CONTAINER))
+        if problem is not None:
+            problems.append(problem)
+
+    dep_generation = (deployment.get("metadata") or {}).get("generation")
+    dep_observed = dep_status.get("observedGeneration")
+    rolled_out = (
+        ready_replicas >= spec.replicas
+        and (updated is None or int(updated) >= spec.replicas)
+        and (dep_generation is None or dep_observed is None or int(dep_observed) >= int(dep_generation))
+    )
+    simulated = " (on the Ascend simulator)" if record.get("simulated") else ""
+    if problems:
+        reason = problems[0][0]
+        message = "; ".join(m for _, m in problems[:3])
+        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, reason, message)
+        not_ready(Phase.NOT_READY, reason, message, stalled=reason == Reason.MODEL_LOAD_FAILED)
+    elif rolled_out:
+        message = f"{ready_replicas}/{spec.replicas} replica(s) ready, serving {model.uri}{simulated}"
+        conditions.set(ConditionType.PREDICTOR_READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
+        conditions.set(ConditionType.READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
+        st.set_kstatus(conditions, reconciling=None, stalled=None)
+        status.update(phase=Phase.READY, conditions=conditions.to_list())
+    else:
+        message = f"waiting for {spec.replicas} replica(s) to be ready ({ready_replicas} ready){simulated}"
+        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.DEPLOYMENT_PROGRESSING, message)
+        not_ready(Phase.NOT_READY, Reason.DEPLOYMENT_PROGRESSING, message, stalled=False)
+    await rt.write_status(key, body, status, EVENT_CONDITIONS)
+    return Result()

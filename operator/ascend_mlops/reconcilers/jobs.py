@@ -1,0 +1,252 @@
+"""Run-to-completion pods with retries: shared by TrainingJob and ModelConversion.
+
+An *attempt* is one set of worker pods (one pod for a conversion). Pods are named
+and labelled by attempt, so the attempt in progress is recovered from the pods
+themselves after an operator restart. Worker 0's success is the job's success
+(Kubeflow's default success policy). A failed pod ends the attempt: all its pods
+are stopped (collective training cannot continue without a worker) and, if the
+exit code is retryable and `backoffLimit` allows, the next attempt starts.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ascend_mlops import status as st
+from ascend_mlops.api import contract
+from ascend_mlops.api.constants import LABEL_REPLICA_INDEX, ConditionType, Reason
+from ascend_mlops.builders.common import Owner, selector_labels
+from ascend_mlops.reconcilers import pods as P
+from ascend_mlops.reconcilers.runtime import Runtime
+
+STATE_PENDING: Final = "Pending"
+STATE_RUNNING: Final = "Running"
+STATE_SUCCEEDED: Final = "Succeeded"
+STATE_FAILED: Final = "Failed"
+
+EXIT_MEANINGS: Final = {
+    contract.EXIT_USAGE: "bad command line",
+    contract.EXIT_INVALID_DATASET: "invalid dataset",
+    contract.EXIT_INVALID_PARAMETERS: "invalid parameters",
+    contract.EXIT_INVALID_MODEL: "invalid model",
+    contract.EXIT_TOOLKIT_MISSING: "Ascend toolkit missing",
+    137: "killed (out of memory or evicted)",
+    143: "terminated",
+}
+
+
+@dataclass
+class JobPlan:
+    what: str  # "training" or "conversion", for messages
+    component: str
+    workers: int
+    backoff_limit: int
+    deadline_seconds: int | None
+    build_pods: Callable[[int], list[dict[str, Any]]]  # attempt -> pods
+    services: list[dict[str, Any]] = field(default_factory=list)
+    container: str | None = None
+
+
+@dataclass
+class JobOutcome:
+    state: str
+    reason: str
+    message: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    requeue_after: float | None = None
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    meaning = EXIT_MEANINGS.get(code)
+    return f"exit code {code}" + (f" ({meaning})" if meaning else "")
+
+
+def failure_details(state: P.PodState) -> tuple[int | None, str, dict[str, Any]]:
+    """Exit code, the best error text and the decoded summary of a failed pod."""
+    term = state.terminated or state.last_terminated
+    summary = contract.decode_summary(term.message if term else "")
+    code = term.exit_code if term else None
+    if isinstance(summary.get(contract.SUMMARY_EXIT_CODE), int) and code in (None, -1):
+        code = summary[contract.SUMMARY_EXIT_CODE]
+    error = str(summary.get(contract.SUMMARY_ERROR) or "")
+    if not error and term is not None:
+        # Not a JSON summary: with FallbackToLogsOnError this is the log's tail.
+        error = term.message.strip() or term.reason
+    if not error:
+        error = state.message or state.reason or "the pod failed without a message"
+    return code, error, summary
+
+
+async def cleanup(rt: Runtime, owner: Owner, plan_component: str, policy: str, services: list[str]) -> None:
+    """Apply the clean-pod policy to a finished job (idempotent)."""
+    if policy == "None":
+        return
+    labels = selector_labels(owner, plan_component)
+    for pod in await rt.list_children(owner, "v1", "pods", labels):
+        state = P.pod_state(pod)
+        if state.deleting:
+            continue
+        if policy == "All" or state.active:
+            await rt.delete_child(owner, "v1", "pods", state.name)
+    for name in services:
+        await rt.delete_child(owner, "v1", "services", name)
+
+
+async def drive(
+    rt: Runtime,
+    owner: Owner,
+    plan: JobPlan,
+    status: dict[str, Any],
+    conditions: st.Conditions,
+    now: datetime.datetime,
+) -> JobOutcome:
+    """Advance the job by one step; updates `status` (attempts, startTime, workers, lastFailure)."""
+    labels = selector_labels(owner, plan.component)
+    states = [P.pod_state(p, plan.container) for p in await rt.list_children(owner, "v1", "pods", labels)]
+    recorded = max(int(status.get("attempts") or 1) - 1, 0)
+    attempt = max([recorded, *(s.attempt for s in states)])
+    current = {s.index: s for s in states if s.attempt == attempt and not s.deleting}
+
+    # A newer attempt exists: whatever still runs of older ones is useless.
+    for s in states:
+        if s.attempt < attempt and s.active:
+            await rt.delete_child(owner, "v1", "pods", s.name)
+
+    start = st.parse_timestamp(status.get("startTime"))
+    deadline_left: float | None = None
+    if plan.deadline_seconds is not None and start is not None:
+        deadline_left = (start + datetime.timedelta(seconds=plan.deadline_seconds) - now).total_seconds()
+        if deadline_left <= 0:
+            for s in current.values():
+                if s.active:
+                    await rt.delete_child(owner, "v1", "pods", s.name)
+            _count_workers(status, current.values())
+            return JobOutcome(
+                STATE_FAILED,
+                Reason.DEADLINE_EXCEEDED,
+                f"the {plan.what} ran longer than spec.activeDeadlineSeconds={plan.deadline_seconds}s "
+                f"(attempt {attempt + 1}); raise the deadline or make the work smaller",
+            )
+
+    chief = current.get(0)
+    if chief is not None and chief.phase == P.SUCCEEDED:
+        term = chief.terminated or chief.last_terminated
+        _count_workers(status, current.values())
+        return JobOutcome(
+            STATE_SUCCEEDED,
+            Reason.SUCCEEDED,
+            "",
+            summary=contract.decode_summary(term.message if term else ""),
+        )
+
+    restarted = False
+    failed = sorted((s for s in current.values() if s.phase == P.FAILED), key=lambda s: s.index)
+    if failed:
+        pod = failed[0]
+        code, error, summary = failure_details(pod)
+        retryable = code is None or code < 0 or contract.is_retryable_exit(code)
+        status["lastFailure"] = {
+            "attempt": attempt,
+            "pod": pod.name,
+            **({"exitCode": code} if code is not None and code >= 0 else {}),
+            "reason": (pod.terminated.reason if pod.terminated else "") or pod.reason or "Failed",
+            "message": st.shorten(error, 2048),
+            "retryable": retryable,
+        }
+        for s in current.values():
+            if s.active:
+                await rt.delete_child(owner, "v1", "pods", s.name)
+        _count_workers(status, current.values())
+        if not retryable:
+            return JobOutcome(
+                STATE_FAILED,
+                Reason.PERMANENT_ERROR,
+                f"pod {pod.name} failed with {describe_exit(code)}: {error}. This error is not retried: "
+                "fix the spec or the input and create the resource again",
+                summary=summary,
+            )
+        if attempt >= plan.backoff_limit:
+            return JobOutcome(
+                STATE_FAILED,
+                Reason.BACKOFF_LIMIT_EXCEEDED,
+                f"{attempt + 1} attempt(s) failed (spec.backoffLimit={plan.backoff_limit}); the last: pod "
+                f"{pod.name} failed with {describe_exit(code)}: {error}",
+                summary=summary,
+            )
+        conditions.set(
+            ConditionType.RESTARTING,
+            st.TRUE,
+            Reason.POD_RESTARTED,
+            f"attempt {attempt + 1} failed: pod {pod.name} exited with {describe_exit(code)}: {error}; "
+            f"starting attempt {attempt + 2} of {plan.backoff_limit + 1}",
+        )
+        attempt += 1
+        current = {}
+        restarted = True
+
+    # Make sure the attempt's Services and pods exist (create, or adopt what is there).
+    for service in plan.services:
+        await rt.create_child(owner, "v1", "services", service)
+    missing_after_start = start is not None and not restarted and attempt == recorded
+    created_names = []
+    for pod_body in plan.build_pods(attempt):
+        index = int(pod_body["metadata"]["labels"].get(LABEL_REPLICA_INDEX, "0"))
+        if index in current:
+            continue
+        if await rt.create_child(owner, "v1", "pods", pod_body):
+            created_names.append(pod_body["metadata"]["name"])
+    if created_names and missing_after_start:
+        conditions.set(
+            ConditionType.RESTARTING,
+            st.TRUE,
+            Reason.POD_MISSING,
+            f"pod(s) {', '.join(created_names)} of attempt {attempt + 1} disappeared (deleted or evicted); "
+            "created them again",
+        )
+    if start is None:
+        start = now
+        status["startTime"] = st.timestamp(now)
+        if plan.deadline_seconds is not None:
+            deadline_left = float(plan.deadline_seconds)
+    status["attempts"] = attempt + 1
+    active = [s for s in current.values() if s.active]
+    status["workers"] = {
+        "active": len(active) + len(created_names),
+        "succeeded": sum(1 for s in current.values() if s.phase == P.SUCCEEDED),
+        "failed": 0,
+    }
+    conditions.set(
+        ConditionType.CREATED,
+        st.TRUE,
+        Reason.CREATED,
+        f"{plan.workers} pod(s) for attempt {attempt + 1}",
+    )
+    all_running = not created_names and len(current) >= plan.workers and all(
+        s.phase in (P.RUNNING, P.SUCCEEDED) for s in current.values()
+    )
+    if all_running:
+        if not restarted:
+            restarting = conditions.get(ConditionType.RESTARTING)
+            if restarting is not None and restarting.get("status") == st.TRUE:
+                conditions.set(ConditionType.RESTARTING, st.FALSE, Reason.RUNNING, f"attempt {attempt + 1} is running")
+        return JobOutcome(
+            STATE_RUNNING, Reason.RUNNING, f"{plan.workers} pod(s) running (attempt {attempt + 1})",
+            requeue_after=deadline_left,
+        )
+    problems = [msg for s in current.values() if (msg := P.pending_explanation(s))]
+    message = "; ".join(problems) if problems else f"waiting for {plan.workers} pod(s) of attempt {attempt + 1} to start"
+    return JobOutcome(STATE_PENDING, Reason.PENDING, message, requeue_after=deadline_left)
+
+
+def _count_workers(status: dict[str, Any], states: Any) -> None:
+    states = list(states)
+    status["workers"] = {
+        "active": sum(1 for s in states if s.active),
+        "succeeded": sum(1 for s in states if s.phase == P.SUCCEEDED),
+        "failed": sum(1 for s in states if s.phase == P.FAILED),
+    }

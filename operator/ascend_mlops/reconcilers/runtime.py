@@ -1,0 +1,242 @@
+"""What the reconcilers share while the operator runs: the API client, settings,
+per-object serialisation, requeue timers, the reference graph and status writes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ascend_mlops import events, metrics
+from ascend_mlops import status as st
+from ascend_mlops.api import constants
+from ascend_mlops.builders.common import Owner
+from ascend_mlops.kube import ApiError, Conflict, KubeClient
+from ascend_mlops.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_BACKOFF: Final = 60.0
+
+
+@dataclass(frozen=True, order=True)
+class Key:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def plural(self) -> str:
+        return constants.PLURALS[self.kind]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a reconciliation asks for next: run again after `requeue_after` seconds, or wait for events."""
+
+    requeue_after: float | None = None
+
+
+Reconciler = Callable[["Runtime", Key], Awaitable[Result]]
+
+
+class Runtime:
+    """One per operator run (kept in Kopf's memo)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: KubeClient,
+        *,
+        clock: Callable[[], datetime.datetime] = st.now,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.clock = clock
+        self.reconcilers: dict[str, Reconciler] = {}
+        self.phases = metrics.PhaseTracker()
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
+        self._errors: dict[Key, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dependents: dict[Key, set[Key]] = {}  # referenced -> objects that reference it
+        self._references: dict[Key, set[Key]] = {}  # object -> what it references
+        self._closed = False
+
+    # --- scheduling --------------------------------------------------------------------
+    async def reconcile(self, key: Key) -> None:
+        """Reconcile `key` now, one reconciliation per object at a time; never raises."""
+        if self._closed:
+            return
+        reconciler = self.reconcilers.get(key.kind)
+        if reconciler is None:
+            return
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            started = time.perf_counter()
+            try:
+                result = await reconciler(self, key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = self._errors.get(key, 0) + 1
+                self._errors[key] = failures
+                delay = min(MAX_ERROR_BACKOFF, 0.5 * 2 ** (failures - 1))
+                level = logging.WARNING if isinstance(exc, ApiError) else logging.ERROR
+                logger.log(level, "%s: reconcile failed (%s); retrying in %.1fs", key, exc, delay,
+                           exc_info=not isinstance(exc, ApiError))
+                metrics.RECONCILES.labels(kind=key.kind, result="error").inc()
+                metrics.RECONCILE_ERRORS.labels(kind=key.kind).inc()
+                self.requeue(key, delay)
+            else:
+                self._errors.pop(key, None)
+                metrics.RECONCILES.labels(kind=key.kind, result="ok").inc()
+                if result.requeue_after is not None:
+                    self.requeue(key, max(result.requeue_after, 0.0))
+            finally:
+                metrics.RECONCILE_DURATION.labels(kind=key.kind).observe(time.perf_counter() - started)
+
+    def poke(self, key: Key) -> None:
+        """Reconcile `key` soon, in the background."""
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self.reconcile(key), name=f"reconcile {key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def requeue(self, key: Key, delay: float) -> None:
+        """Reconcile `key` after `delay` seconds (the earliest pending request wins)."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        existing = self._timers.get(key)
+        if existing is not None:
+            if existing[0] <= when and not existing[1].cancelled():
+                return
+            existing[1].cancel()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self.poke(key)
+
+        self._timers[key] = (when, loop.call_at(when, fire))
+
+    def forget(self, key: Key) -> None:
+        """The object is gone: drop its timers, references and metrics."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer[1].cancel()
+        self._errors.pop(key, None)
+        self.set_references(key, ())
+        self.phases.forget(key.kind, key.namespace, key.name)
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            self._locks.pop(key, None)
+
+    async def close(self) -> None:
+        self._closed = True
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.phases.clear()
+
+    # --- references between objects ------------------------------------------------------
+    def set_references(self, key: Key, referenced: Iterable[Key]) -> None:
+        """Record what `key` reads, so a change there wakes `key` up."""
+        new = set(referenced)
+        for old in self._references.get(key, set()) - new:
+            self._dependents.get(old, set()).discard(key)
+        for ref in new:
+            self._dependents.setdefault(ref, set()).add(key)
+        if new:
+            self._references[key] = new
+        else:
+            self._references.pop(key, None)
+
+    def dependents(self, key: Key) -> set[Key]:
+        return set(self._dependents.get(key, set()))
+
+    def poke_dependents(self, key: Key) -> None:
+        for dependent in sorted(self.dependents(key)):
+            self.poke(dependent)
+
+    # --- API helpers ----------------------------------------------------------------------
+    async def get(self, key: Key) -> dict[str, Any] | None:
+        return await self.client.get(constants.API_VERSION, key.plural, key.namespace, key.name)
+
+    async def list_children(
+        self, owner: Owner, api_version: str, plural: str, labels: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """Children of `owner` with `labels`, excluding same-named leftovers of a deleted owner."""
+        items = await self.client.list(api_version, plural, owner.namespace, labels)
+        return [item for item in items if _owned_by(item, owner)]
+
+    async def create_child(self, owner: Owner, api_version: str, plural: str, body: Mapping[str, Any]) -> bool:
+        """Create a child; if it exists already and is ours, adopt it. True when created."""
+        name = body["metadata"]["name"]
+        try:
+            await self.client.create(api_version, plural, owner.namespace, body)
+        except Conflict:
+            existing = await self.client.get(api_version, plural, owner.namespace, name)
+            if existing is None:
+                raise  # deleted in between; the next reconciliation creates it
+            if not _owned_by(existing, owner):
+                raise ChildConflict(
+                    f"{body.get('kind')} {owner.namespace}/{name} already exists and does not belong to "
+                    f"{owner.kind} {owner.name}; delete or rename it"
+                ) from None
+            return False
+        metrics.CHILDREN_CREATED.labels(kind=owner.kind, child=str(body.get("kind"))).inc()
+        return True
+
+    async def delete_child(self, owner: Owner, api_version: str, plural: str, name: str) -> bool:
+        return await self.client.delete(api_version, plural, owner.namespace, name)
+
+    async def write_status(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        new_status: dict[str, Any],
+        event_types: Iterable[str],
+    ) -> None:
+        """Patch status if it changed, post Events for condition transitions, update metrics."""
+        old_status = body.get("status") or {}
+        generation = (body.get("metadata") or {}).get("generation")
+        if generation is not None:
+            new_status["observedGeneration"] = generation
+        self.phases.observe(key.kind, key.namespace, key.name, new_status.get("phase"))
+        if not st.status_changed(old_status, new_status):
+            return
+        await self.client.patch(
+            constants.API_VERSION,
+            key.plural,
+            key.namespace,
+            key.name,
+            st.status_patch(old_status, new_status),
+            subresource="status",
+        )
+        events.post(body, events.transition_events(old_status, new_status, event_types))
+
+
+class ChildConflict(Exception):
+    """A child's deterministic name is taken by an object the owner does not control."""
+
+
+def _owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    for ref in refs:
+        if ref.get("kind") == owner.kind and ref.get("name") == owner.name:
+            return not (owner.uid and ref.get("uid") and ref.get("uid") != owner.uid)
+    return False

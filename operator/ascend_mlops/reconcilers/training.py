@@ -1,0 +1,201 @@
+"""TrainingJob: worker pods running `ascend-mlops train`, retried up to backoffLimit; results into status."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Final
+
+from ascend_mlops import status as st
+from ascend_mlops.api import constants, contract
+from ascend_mlops.api.constants import ConditionType, Phase, Reason
+from ascend_mlops.api.specs import SpecError, StorageURI, TrainingJobSpec, parse_training_job
+from ascend_mlops.builders import training as builder
+from ascend_mlops.builders.common import Owner
+from ascend_mlops.reconcilers import jobs
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime
+
+KIND: Final = constants.TRAINING_JOB
+EVENT_CONDITIONS: Final = (
+    ConditionType.VALID,
+    ConditionType.SUCCEEDED,
+    ConditionType.RESTARTING,
+    ConditionType.STALLED,
+)
+REASON_SPEC_VALID: Final = "SpecValid"
+ARTIFACT_KEYS: Final = (
+    contract.ARTIFACT_FROZEN_GRAPH,
+    contract.ARTIFACT_SAVED_MODEL,
+    contract.ARTIFACT_LABELS,
+    contract.ARTIFACT_METRICS,
+    contract.ARTIFACT_MODEL_PACKAGE,
+)
+
+
+def is_finished(status: dict[str, Any] | None) -> bool:
+    return bool((status or {}).get("completionTime"))
+
+
+def artifacts_from_summary(output: StorageURI, summary: dict[str, Any]) -> dict[str, str]:
+    """Artifact paths in the trainer's summary are relative to the output root: make them URIs."""
+    found: dict[str, str] = {}
+    raw = summary.get(contract.SUMMARY_ARTIFACTS)
+    if not isinstance(raw, dict):
+        return found
+    for key in ARTIFACT_KEYS:
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            try:
+                found[key] = str(output.join(value))
+            except ValueError:
+                continue  # a path escaping the output root is not an artifact we publish
+    return found
+
+
+def metrics_from_summary(summary: dict[str, Any]) -> dict[str, float | int]:
+    raw = summary.get(contract.SUMMARY_METRICS)
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(k): v for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+async def reconcile(rt: Runtime, key: Key) -> Result:
+    body = await rt.get(key)
+    if body is None:
+        rt.forget(key)
+        return Result()
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return Result()
+    owner = Owner.from_body(body)
+    now = rt.clock()
+    old_status: dict[str, Any] = dict(body.get("status") or {})
+    status = dict(old_status)
+    conditions = st.Conditions(old_status.get("conditions"), meta.get("generation"), now)
+    try:
+        spec = parse_training_job(body.get("spec"))
+    except SpecError as exc:
+        if is_finished(old_status):
+            # Finished jobs keep their result; a later edit cannot change what ran.
+            return await _finished(rt, key, body, owner, None, status, conditions, now)
+        return await _invalid(rt, key, body, status, conditions, str(exc))
+    conditions.set(ConditionType.VALID, st.TRUE, REASON_SPEC_VALID, "")
+    if is_finished(old_status):
+        return await _finished(rt, key, body, owner, spec, status, conditions, now)
+
+    plan = jobs.JobPlan(
+        what="training",
+        component=builder.COMPONENT,
+        workers=spec.workers,
+        backoff_limit=spec.backoff_limit,
+        deadline_seconds=spec.active_deadline_seconds,
+        build_pods=lambda attempt: builder.build_pods(spec, owner, rt.settings, attempt=attempt),
+        services=builder.build_services(spec, owner),
+        container=builder.CONTAINER,
+    )
+    try:
+        outcome = await jobs.drive(rt, owner, plan, status, conditions, now)
+    except ChildConflict as exc:
+        conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, Reason.RECONCILE_ERROR, str(exc))
+        st.set_kstatus(conditions, reconciling=None, stalled=Reason.RECONCILE_ERROR, message=str(exc))
+        status.update(phase=Phase.PENDING, conditions=conditions.to_list())
+        await rt.write_status(key, body, status, EVENT_CONDITIONS)
+        return Result(requeue_after=30.0)
+
+    if outcome.state == jobs.STATE_SUCCEEDED:
+        summary = outcome.summary
+        version = summary.get(contract.SUMMARY_VERSION)
+        if isinstance(version, str) and version:
+            status["outputVersion"] = version
+        artifacts = artifacts_from_summary(spec.output, summary)
+        if artifacts:
+            status["artifacts"] = artifacts
+        found = metrics_from_summary(summary)
+        if found:
+            status["metrics"] = found
+        if artifacts:
+            message = f"trained {spec.algorithm}; {version or 'output'} written to {spec.output.join(str(version or ''))}"
+        else:
+            message = (
+                f"the trainer exited 0 but reported no artifacts in its termination message; "
+                f"look in {spec.output}"
+            )
+        if "accuracy" in found:
+            message += f"; validation accuracy {found['accuracy']:.4f}"
+        return await _finish(rt, key, body, owner, spec, status, conditions, now, True, Reason.SUCCEEDED, message)
+    if outcome.state == jobs.STATE_FAILED:
+        return await _finish(
+            rt, key, body, owner, spec, status, conditions, now, False, outcome.reason, outcome.message
+        )
+
+    running = outcome.state == jobs.STATE_RUNNING
+    conditions.set(ConditionType.RUNNING, st.TRUE if running else st.FALSE, outcome.reason, outcome.message)
+    conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, outcome.reason, outcome.message)
+    st.set_kstatus(conditions, reconciling=outcome.reason, stalled=None, message=outcome.message)
+    status.update(phase=Phase.RUNNING if running else Phase.PENDING, conditions=conditions.to_list())
+    await rt.write_status(key, body, status, EVENT_CONDITIONS)
+    return Result(requeue_after=outcome.requeue_after)
+
+
+async def _invalid(
+    rt: Runtime, key: Key, body: dict[str, Any], status: dict[str, Any], conditions: st.Conditions, message: str
+) -> Result:
+    conditions.set(ConditionType.VALID, st.FALSE, Reason.INVALID_SPEC, message)
+    conditions.set(ConditionType.SUCCEEDED, st.FALSE, Reason.INVALID_SPEC, message)
+    st.set_kstatus(conditions, reconciling=None, stalled=Reason.INVALID_SPEC, message=message)
+    status.update(phase=Phase.INVALID, conditions=conditions.to_list())
+    await rt.write_status(key, body, status, EVENT_CONDITIONS)
+    return Result()  # an edit of the spec wakes us up
+
+
+async def _finish(
+    rt: Runtime,
+    key: Key,
+    body: dict[str, Any],
+    owner: Owner,
+    spec: TrainingJobSpec,
+    status: dict[str, Any],
+    conditions: st.Conditions,
+    now: datetime.datetime,
+    succeeded: bool,
+    reason: str,
+    message: str,
+) -> Result:
+    status["completionTime"] = st.timestamp(now)
+    conditions.set(ConditionType.RUNNING, st.FALSE, reason, "finished")
+    conditions.set(ConditionType.SUCCEEDED, st.TRUE if succeeded else st.FALSE, reason, message)
+    restarting = conditions.get(ConditionType.RESTARTING)
+    if restarting is not None and restarting.get("status") == st.TRUE:
+        conditions.set(ConditionType.RESTARTING, st.FALSE, reason, "finished")
+    st.set_kstatus(conditions, reconciling=None, stalled=None if succeeded else reason, message=message)
+    status.update(phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, conditions=conditions.to_list())
+    await rt.write_status(key, body, status, EVENT_CONDITIONS)
+    return await _finished(rt, key, {**body, "status": status}, owner, spec, status, conditions, now)
+
+
+async def _finished(
+    rt: Runtime,
+    key: Key,
+    body: dict[str, Any],
+    owner: Owner,
+    spec: TrainingJobSpec | None,
+    status: dict[str, Any],
+    conditions: st.Conditions,
+    now: datetime.datetime,
+) -> Result:
+    """A finished job: apply the clean-pod policy and the TTL; nothing else changes."""
+    if spec is not None:
+        services = [s["metadata"]["name"] for s in builder.build_services(spec, owner)]
+        await jobs.cleanup(rt, owner, builder.COMPONENT, spec.clean_pod_policy, services)
+    status["conditions"] = conditions.to_list()
+    await rt.write_status(key, body, status, EVENT_CONDITIONS)
+    ttl = spec.ttl_seconds_after_finished if spec is not None else None
+    completed = st.parse_timestamp(status.get("completionTime"))
+    if ttl is None or completed is None:
+        return Result()
+    left = (completed + datetime.timedelta(seconds=ttl) - now).total_seconds()
+    if left > 0:
+        return Result(requeue_after=left)
+    await rt.client.delete(constants.API_VERSION, key.plural, key.namespace, key.name)
+    return Result()
