@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.queues
+import multiprocessing.synchronize
 import os
 import signal
 from pathlib import Path
@@ -52,14 +54,14 @@ def test_discarded_staging_leaves_nothing(tmp_path: Path) -> None:
     assert list(root.iterdir()) == []
 
 
-def _stage_then_die(root: str, ready: "multiprocessing.synchronize.Event") -> None:
+def _stage_then_die(root: str, ready: multiprocessing.synchronize.Event) -> None:
     stage = versions.Staging(Path(root))
     (stage.path / "frozen_graph.pb").write_bytes(b"half written")
     ready.set()
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _stage_and_wait(root: str, ready: "multiprocessing.synchronize.Event", release: "multiprocessing.synchronize.Event") -> None:
+def _stage_and_wait(root: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event) -> None:
     stage = versions.Staging(Path(root))
     (stage.path / "f").write_text("live")
     ready.set()
@@ -100,7 +102,7 @@ def test_a_live_runs_staging_is_not_cleaned(tmp_path: Path) -> None:
     assert (root / "V002" / "f").read_text() == "live"
 
 
-def _race(root: str, start: "multiprocessing.synchronize.Barrier", payload: str, results: "multiprocessing.queues.Queue[tuple[str, str]]") -> None:
+def _race(root: str, start: multiprocessing.synchronize.Barrier, payload: str, results: multiprocessing.queues.Queue[tuple[str, str]]) -> None:
     stage = versions.Staging(Path(root))
     (stage.path / "payload.txt").write_text(payload)
     start.wait(60)

@@ -72,12 +72,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now (test runners swap it), not the one at setup."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging() -> None:
     root = logging.getLogger()
-    if not any(getattr(h, "_ascend_mlops", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-        handler._ascend_mlops = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("ascend_mlops").setLevel(logging.INFO)
 

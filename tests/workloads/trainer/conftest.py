@@ -1,0 +1,53 @@
+"""Helpers for the trainer's end-to-end tests (they run the real `ascend-mlops train`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ascend_mlops.api import contract
+
+
+def train_args(data: Path, output: Path, log: Path, algorithm: str = "mobilenet_v1", *sets: str, extra: Sequence[str] = ()) -> list[str]:
+    args = [contract.CMD_TRAIN, contract.FLAG_ALGORITHM, algorithm, contract.FLAG_DATA, str(data),
+            contract.FLAG_OUTPUT, str(output), contract.FLAG_TERMINATION_LOG, str(log)]
+    for item in ("image_size=32", "batch_size=8", "epochs=1", *sets):
+        args += [contract.FLAG_SET, item]
+    return [*args, *extra]
+
+
+def start_cli(args: Sequence[str], stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `ascend-mlops ARGS` with stdout+stderr going to a file the test can poll."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    with stderr.open("wb") as sink:
+        return subprocess.Popen([sys.executable, "-m", "ascend_mlops", *args], stdout=sink, stderr=subprocess.STDOUT, env=full_env)
+
+
+def summary(log: Path) -> dict[str, Any]:
+    return json.loads(log.read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def dataset_images(root: Path, size: int) -> tuple[np.ndarray, list[str]]:
+    """Every image of a dataset resized like the server does (PIL bilinear), float32 0..255, and its class."""
+    images, classes = [], []
+    for path in sorted(root.glob("*/*")):
+        with Image.open(path) as img:
+            images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32))
+        classes.append(path.parent.name)
+    return np.stack(images), classes
