@@ -118,3 +118,20 @@ async def test_a_backend_error_fails_the_batch_not_the_batcher(executor: ThreadP
         await batcher.submit(image(1))
     assert (await batcher.submit(image(5))).logits[0] == 5
     await batcher.stop()
+
+
+@pytest.mark.looptime
+async def test_a_batch_does_not_wait_when_every_request_in_flight_is_in_it(executor: ThreadPoolExecutor) -> None:
+    infer = Recorder()
+    in_flight = [2]
+    batcher = Batcher(infer, executor, max_batch_size=8, max_delay=60.0, max_queue=100, in_flight=lambda: in_flight[0])
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.gather(batcher.submit(image(1)), batcher.submit(image(2)))
+    assert loop.time() - start < 1.0 and infer.sizes == [2]
+    in_flight[0] = 3  # a third request is still being decoded: wait for it, up to the delay
+    start = loop.time()
+    await asyncio.gather(batcher.submit(image(1)), batcher.submit(image(2)))
+    assert loop.time() - start == pytest.approx(60.0, abs=1.0) and infer.sizes == [2, 2]
+    await batcher.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -74,27 +75,46 @@ def test_bad_option_values_are_usage_errors(tiny_om: Path) -> None:
     assert result.returncode == contract.EXIT_USAGE and contract.FLAG_MAX_BATCH_SIZE in result.stderr
 
 
-def test_sigterm_finishes_the_request_in_flight_then_releases_acl(tiny_dynamic_om: Path, tmp_path: Path) -> None:
-    # A long batching delay parks the request in the queue: SIGTERM must flush it, not drop it.
+def test_sigterm_finishes_requests_in_flight_then_releases_acl(tiny_dynamic_om: Path, tmp_path: Path) -> None:
+    """Request A is still uploading and request B waits in the batch queue (a long batching
+    delay and A in flight keep it there) when SIGTERM arrives: both must be answered."""
     args = [contract.FLAG_MODEL, str(tiny_dynamic_om), contract.FLAG_BACKEND, "acl",
             contract.FLAG_MAX_BATCH_SIZE, "8", contract.FLAG_MAX_BATCH_DELAY_MS, "600000",
             contract.FLAG_TERMINATION_LOG, str(tmp_path / "termination-log")]
     with ServerProcess(args, env=SIM) as server:
         server.wait_ready()
+        boundary = "b0undary"
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.jpg\"\r\n\r\n"
+        ).encode() + image_bytes("red") + f"\r\n--{boundary}--\r\n".encode()
+        slow = socket.create_connection(("127.0.0.1", server.port or 0), timeout=60)
+        slow.sendall(
+            f"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode() + body[:40]
+        )
+
+        def metric(line: str) -> bool:
+            with urllib.request.urlopen(server.url + contract.METRICS_PATH, timeout=10) as response:
+                return line in response.read().decode()
+
+        wait_for(lambda: metric("ascend_mlops_server_inflight_requests 1.0"), timeout=60, what="request A in flight")
         answer: dict[str, object] = {}
         client = threading.Thread(target=lambda: answer.update(result=post_image(server.url, image_bytes("green"))))
         client.start()
+        wait_for(lambda: metric("ascend_mlops_server_queue_depth 1.0"), timeout=60, what="request B queued")
 
-        def queued() -> bool:
-            with urllib.request.urlopen(server.url + contract.METRICS_PATH, timeout=10) as response:
-                return "ascend_mlops_server_queue_depth 1.0" in response.read().decode()
-
-        wait_for(queued, timeout=60, what="the request to wait in the batch queue")
         server.process.send_signal(signal.SIGTERM)
         client.join(60)
+        status, _, reply = answer["result"]  # type: ignore[misc]
+        assert status == 200 and json.loads(reply)["predicted_label"] == "green"
+        slow.sendall(body[40:])  # A finishes uploading after SIGTERM
+        response = b""
+        while chunk := slow.recv(65536):
+            response += chunk
+        slow.close()
         code = server.wait_exit()
-    status, _, body = answer["result"]  # type: ignore[misc]
-    assert status == 200 and json.loads(body)["predicted_label"] == "green"
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    assert json.loads(response.split(b"\r\n\r\n", 1)[1])["predicted_label"] == "red"
     assert code == 0, server.log[-2000:]
     assert "released all ACL resources" in server.log
     assert "teardown:" not in server.log  # every release call succeeded

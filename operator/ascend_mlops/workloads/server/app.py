@@ -101,6 +101,9 @@ class InferenceServer:
         self._runner: web.AppRunner | None = None
         self._page = ""
         self._closed = False
+        self._in_flight = 0  # inference requests being handled, for the batcher and for draining
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.app = self._build_app()
 
     # -- lifecycle -------------------------------------------------------------
@@ -155,6 +158,7 @@ class InferenceServer:
             max_delay=self.config.max_batch_delay_ms / 1000.0,
             max_queue=self.config.max_queue,
             metrics=self.metrics,
+            in_flight=lambda: self._in_flight,
         )
         self.batcher.start()
         self._page = self._render_page()
@@ -172,14 +176,29 @@ class InferenceServer:
         )
 
     async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, release the backend. Idempotent."""
+        """Stop accepting, finish in-flight requests, release the backend. Idempotent.
+
+        aiohttp's own graceful shutdown drops the bytes of a request that is
+        still uploading, so the listener is closed first and inference
+        requests in flight are awaited here, before aiohttp closes connections.
+        """
         self.ready = False
         self.metrics.model_ready.labels(self.config.name).set(0)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()  # -> _on_shutdown, waits for handlers, -> _on_cleanup
-        else:
+        if self.batcher is not None:
+            self.batcher.flush()
+        if self._runner is None:
             await self._release()
+            return
+        runner, self._runner = self._runner, None
+        for site in list(runner.sites):
+            await site.stop()
+        if self._in_flight:
+            log.info("waiting for %d request(s) in flight", self._in_flight)
+            try:
+                await asyncio.wait_for(self._idle.wait(), self.config.shutdown_timeout)
+            except TimeoutError:
+                log.warning("%d request(s) still in flight after %.0fs; closing", self._in_flight, self.config.shutdown_timeout)
+        await runner.cleanup()  # -> _on_shutdown, closes connections, -> _on_cleanup
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.ready = False
@@ -209,6 +228,8 @@ class InferenceServer:
         counted = route in INFERENCE_ROUTES and request.method == "POST"
         started = time.perf_counter()
         if counted:
+            self._in_flight += 1
+            self._idle.clear()
             self.metrics.in_flight.inc()
         try:
             response: web.StreamResponse = await handler(request)
@@ -229,6 +250,9 @@ class InferenceServer:
             response = web.json_response({"error": f"internal error: {exc.__class__.__name__}: {exc}"}, status=500)
         finally:
             if counted:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
                 self.metrics.in_flight.dec()
         self.metrics.requests.labels(route, request.method, str(response.status)).inc()
         self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
@@ -236,8 +260,12 @@ class InferenceServer:
 
     # -- helpers ---------------------------------------------------------------
     def _require_ready(self) -> Batcher:
-        if not self.ready or self.batcher is None:
-            reason = f"the model failed to load: {self.load_error}" if self.load_error else "the model is still loading"
+        # Not `self.ready`: that turns false at SIGTERM, while requests in flight still get served.
+        if self.batcher is None or self._closed:
+            if self.load_error:
+                reason = f"the model failed to load: {self.load_error}"
+            else:
+                reason = "the server is shutting down" if self._closed else "the model is still loading"
             raise ModelNotReady(f"model {self.config.name!r} is not ready: {reason}")
         return self.batcher
 

@@ -3,7 +3,8 @@
 A batch closes when it reaches `max_batch_size` or when its first request
 has waited `max_delay` seconds. One batch runs at a time (the device runs one
 anyway); while it runs, the next one fills, so under load batches form
-without any added wait. Time is the event loop's clock, so tests can drive it
+without any added wait, and a batch never waits when every request in
+flight is already in it (a lone client pays no delay). Time is the event loop's clock, so tests can drive it
 with a fake clock (looptime).
 """
 
@@ -51,6 +52,7 @@ class Batcher:
         max_delay: float,
         max_queue: int,
         metrics: ServerMetrics | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max batch size must be >= 1")
@@ -60,6 +62,7 @@ class Batcher:
         self.max_delay = max(0.0, max_delay)
         self.max_queue = max_queue
         self._metrics = metrics
+        self._in_flight = in_flight
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._pending = 0
         self._flush = False
@@ -119,7 +122,7 @@ class Batcher:
                     nxt = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     timeout = deadline - asyncio.get_running_loop().time()
-                    if self._flush or timeout <= 0:
+                    if self._flush or timeout <= 0 or self._everyone_is_here(len(batch)):
                         break
                     try:
                         nxt = await asyncio.wait_for(self._queue.get(), timeout)
@@ -136,6 +139,10 @@ class Batcher:
             leftover = self._queue.get_nowait()
             if isinstance(leftover, _Item):
                 await self._run_batch([leftover])
+
+    def _everyone_is_here(self, size: int) -> bool:
+        """No other request is on its way (each brings at least one image): waiting can only add latency."""
+        return self._in_flight is not None and size >= self._in_flight()
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
