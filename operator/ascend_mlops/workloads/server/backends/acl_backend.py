@@ -31,6 +31,7 @@ from ascend_mlops.workloads.server.errors import ModelLoadError, ToolkitMissing
 
 log = logging.getLogger(__name__)
 
+PAD_LIMIT = 1.25  # run a padded batch when it is at most this much larger than the images
 _NUMPY_TYPES: dict[int, Any] = {c.ACL_FLOAT: np.float32, c.ACL_FLOAT16: np.float16}
 
 
@@ -308,12 +309,21 @@ class AclBackend(Backend):
         return max(self._batches) if self._batches else self._static_batch
 
     def _chunks(self, n: int) -> list[tuple[int, int]]:
-        """(images taken, batch the device runs) pieces covering n images."""
+        """(images taken, batch the device runs) pieces covering n images.
+
+        Dynamic models: one call padded up to the next converted size when
+        that wastes at most a quarter (31 -> 32), else the largest size that
+        is full and the rest again (17 -> 16 + 1, not 32 with 15 blanks).
+        """
         pieces = []
         while n > 0:
             if self._batches:
                 fits = [b for b in self._batches if b >= n]
-                run = fits[0] if fits else self._batches[-1]
+                full = [b for b in self._batches if b <= n]
+                if fits and (fits[0] <= n * PAD_LIMIT or not full):
+                    run = fits[0]
+                else:
+                    run = full[-1]
             else:
                 run = self._static_batch
             take = min(n, run)
