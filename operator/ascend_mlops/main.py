@@ -21,6 +21,7 @@ import kopf
 
 from ascend_mlops import metrics
 from ascend_mlops.api import constants
+from ascend_mlops.builders.common import ANNOTATION_OWNER_NAME
 from ascend_mlops.kube import KubeClient, close_quietly
 from ascend_mlops.reconcilers import conversion, inference, training
 from ascend_mlops.reconcilers.runtime import Key, Runtime
@@ -116,12 +117,19 @@ async def inference_service_event(memo: kopf.Memo, namespace: str | None, name: 
 
 
 def owner_key(body: Mapping[str, Any]) -> Key | None:
-    """The custom resource controlling a child, from its owner references."""
+    """The custom resource a child belongs to: its controller owner reference, or for
+    pods created by a Deployment's ReplicaSet, the owner labels and annotation."""
     meta = body.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "")
     for ref in meta.get("ownerReferences") or []:
         api_version = str(ref.get("apiVersion") or "")
         if ref.get("controller") and api_version.split("/")[0] == constants.GROUP and ref.get("kind") in RECONCILERS:
-            return Key(str(ref["kind"]), str(meta.get("namespace") or ""), str(ref.get("name") or ""))
+            return Key(str(ref["kind"]), namespace, str(ref.get("name") or ""))
+    labels = meta.get("labels") or {}
+    kind = labels.get(constants.LABEL_OWNER_KIND)
+    name = (meta.get("annotations") or {}).get(ANNOTATION_OWNER_NAME) or labels.get(constants.LABEL_OWNER_NAME)
+    if kind in RECONCILERS and name:
+        return Key(str(kind), namespace, str(name))
     return None
 
 

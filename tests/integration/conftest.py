@@ -23,6 +23,7 @@ from tests.helpers import REPO_ROOT
 
 T = TypeVar("T")
 NAMESPACE = "default"
+WATCHED_RESOURCES = 5  # trainingjobs, modelconversions, inferenceservices, pods, deployments
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0, what: str = "condition") -> T:
@@ -46,16 +47,22 @@ class Operator:
     would include the test's own tasks if they shared one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, api: APIServer | None = None) -> None:
+        self._api = api
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.error: BaseException | None = None
 
     def _run(self) -> None:
+        settings = kopf.OperatorSettings()
+        # The CRDs exist before the operator starts; without watching them for
+        # changes Kopf has no re-discovery in flight that would slow down stop().
+        settings.scanning.disabled = True
         try:
             asyncio.run(
                 kopf.operator(
+                    settings=settings,
                     clusterwide=True,
                     standalone=True,
                     stop_flag=self._stop,
@@ -70,12 +77,32 @@ class Operator:
 
     async def start(self) -> None:
         assert self._thread is None, "already running"
+        if self._api is not None:
+            # Server-side ends of a stopped operator's watches linger until written to;
+            # drop them so that counting open watches below counts this run's.
+            await self._api.handler.close_watches()
         self._stop, self._ready, self.error = threading.Event(), threading.Event(), None
         self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self._thread.start()
         ready = await asyncio.to_thread(self._ready.wait, 20)
         assert self.error is None, f"operator failed to start: {self.error!r}"
         assert ready, "operator did not become ready within 20s"
+        await self._wait_watching()
+
+    async def _wait_watching(self) -> None:
+        """Wait until Kopf's watch streams are open.
+
+        Kopf reports ready before it has discovered the resources; stopping it in
+        that window makes its discovery requests retry for seconds. The sandbox
+        API server knows its open watches: our three kinds, pods and Deployments.
+        """
+        watchers = getattr(getattr(self._api, "handler", None), "_watchers", None)
+        if watchers is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while len(watchers) < WATCHED_RESOURCES and loop.time() < deadline:
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
         if self._thread is None:
@@ -162,7 +189,7 @@ async def cluster(api: APIServer) -> AsyncIterator[Cluster]:
 
 @pytest.fixture
 async def operator(api: APIServer) -> AsyncIterator[Operator]:
-    op = Operator()
+    op = Operator(api)
     await op.start()
     try:
         yield op

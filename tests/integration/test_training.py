@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ascend_mlops.api import constants, contract
+from ascend_mlops.sandbox.apiserver import APIServer
 from tests.integration.conftest import Cluster, Operator, eventually, running, terminated
 
 KIND = constants.TRAINING_JOB
@@ -139,12 +140,15 @@ async def test_permanent_exit_code_is_not_retried(cluster: Cluster, operator: Op
     assert await pod_names(cluster) == ["flowers-worker-0"]
 
 
-async def test_active_deadline(cluster: Cluster, operator: Operator) -> None:
+async def test_active_deadline(api: APIServer, cluster: Cluster, operator: Operator) -> None:
     await cluster.create(job(activeDeadlineSeconds=1))
-    await wait_pod(cluster, "flowers-worker-0")  # stays Pending: no kubelet here
+    # The pod stays Pending (no kubelet here) until the deadline passes.
     failed = await cluster.wait_condition(KIND, "flowers", "Succeeded", "False", "DeadlineExceeded", timeout=15)
     assert "spec.activeDeadlineSeconds=1s" in failed["message"]
-    # The still-pending pod was deleted.
+    status = (await cluster.get_cr(KIND, "flowers"))["status"]  # type: ignore[index]
+    assert status["phase"] == "Failed" and status["attempts"] == 1 and status["startTime"]
+    # The pod existed (the API keeps the history of deleted objects) and was deleted.
+    assert any(name == "flowers-worker-0" for _, _, name in api.handler.objects)
     await eventually(lambda: _no_pods(cluster), what="pods deleted")
 
 
@@ -172,12 +176,15 @@ async def test_restart_converges_without_duplicates(cluster: Cluster, operator: 
     # Same pods, nothing recreated; the still-running worker was cleaned up (cleanPodPolicy Running).
     await eventually(lambda: _pods_are(cluster, ["flowers-worker-0"]), what="worker 1 cleaned up")
     assert (await cluster.pod("flowers-worker-0"))["metadata"]["uid"] == before["flowers-worker-0"]  # type: ignore[index]
-    services = await cluster.client.list("v1", "services", "default", {constants.LABEL_OWNER_NAME: "flowers"})
-    assert services == []
+    await eventually(lambda: _no_services(cluster), what="worker services deleted")
     await operator.restart()
     obj = await cluster.get_cr(KIND, "flowers")
     assert obj is not None and obj["status"]["attempts"] == 1
     assert await pod_names(cluster) == ["flowers-worker-0"]
+
+
+async def _no_services(cluster: Cluster) -> bool:
+    return not await cluster.client.list("v1", "services", "default", {constants.LABEL_OWNER_NAME: "flowers"})
 
 
 async def _pods_are(cluster: Cluster, names: list[str]) -> bool:

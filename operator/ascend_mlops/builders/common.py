@@ -12,6 +12,9 @@ from ascend_mlops.api import constants, contract
 from ascend_mlops.api.specs import PodOptions
 
 ANNOTATION_SPEC_HASH: Final = f"{constants.GROUP}/spec-hash"
+# The owner's full name (labels are clipped to 63 characters) on pods that a
+# ReplicaSet, not the custom resource, owns.
+ANNOTATION_OWNER_NAME: Final = constants.LABEL_OWNER_NAME
 TMP_VOLUME: Final = "tmp"
 # Workloads run as this user: the images create it, and it is non-root so that
 # runAsNonRoot can be verified even when the image names its user by name.

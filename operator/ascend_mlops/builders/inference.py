@@ -154,6 +154,7 @@ def build_deployment(
     template_annotations = {
         # Changing the model changes the template, which rolls the Deployment.
         constants.ANNOTATION_MODEL_DIGEST: str(model.uri),
+        common.ANNOTATION_OWNER_NAME: owner.name,
     }
     # One device per pod is scarce: surging an extra pod would wait for a free
     # device forever on a full node, so replace pods one at a time instead.

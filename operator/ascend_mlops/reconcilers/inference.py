@@ -261,7 +261,9 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
     status["readyReplicas"] = ready_replicas
 
     # Pods of the current template carry the model in an annotation; older ones are on their way out.
-    server_pods = await rt.list_children(owner, "v1", "pods", selector_labels(owner, builder.COMPONENT))
+    server_pods = await rt.list_children(
+        owner, "v1", "pods", selector_labels(owner, builder.COMPONENT), direct=False
+    )
     problems: list[tuple[str, str]] = []
     for pod in server_pods:
         annotations = (pod.get("metadata") or {}).get("annotations") or {}

@@ -177,11 +177,16 @@ class Runtime:
         return await self.client.get(constants.API_VERSION, key.plural, key.namespace, key.name)
 
     async def list_children(
-        self, owner: Owner, api_version: str, plural: str, labels: Mapping[str, str]
+        self, owner: Owner, api_version: str, plural: str, labels: Mapping[str, str], *, direct: bool = True
     ) -> list[dict[str, Any]]:
-        """Children of `owner` with `labels`, excluding same-named leftovers of a deleted owner."""
+        """Children of `owner` with `labels`.
+
+        Direct children must carry `owner` in their owner references (which excludes
+        leftovers of a deleted namesake); indirect ones (a Deployment's pods, owned by
+        a ReplicaSet) are recognised by their labels only.
+        """
         items = await self.client.list(api_version, plural, owner.namespace, labels)
-        return [item for item in items if _owned_by(item, owner)]
+        return [item for item in items if not direct or _owned_by(item, owner)]
 
     async def create_child(self, owner: Owner, api_version: str, plural: str, body: Mapping[str, Any]) -> bool:
         """Create a child; if it exists already and is ours, adopt it. True when created."""
