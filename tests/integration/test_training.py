@@ -205,3 +205,16 @@ async def test_invalid_spec_is_a_condition_and_a_fix_is_picked_up(cluster: Clust
     assert {"name": "dataset-storage", "hostPath": {"path": "/srv/flowers", "type": "Directory"}} in pod["spec"]["volumes"]
     valid = await cluster.wait_condition(KIND, "flowers", "Valid", "True")
     assert valid["observedGeneration"] == 2
+
+
+async def test_ttl_after_finished_deletes_the_job(cluster: Cluster, operator: Operator) -> None:
+    await cluster.create(job(ttlSecondsAfterFinished=0, cleanPodPolicy="All"))
+    await wait_pod(cluster, "flowers-worker-0")
+    await cluster.set_pod_status("flowers-worker-0", terminated(0, json.dumps(SUMMARY)))
+
+    async def gone() -> bool:
+        return await cluster.get_cr(KIND, "flowers") is None
+
+    await eventually(gone, what="TrainingJob deleted after its TTL")
+    # cleanPodPolicy All removes even the succeeded pod (the API also collects it by owner reference).
+    await eventually(lambda: _no_pods(cluster), what="pods deleted")
