@@ -376,7 +376,8 @@ class InferenceServer:
 
     # -- page --------------------------------------------------------------------
     def _render_page(self) -> str:
-        template = resources.files("ascend_mlops.workloads.server").joinpath("static/index.html").read_text("utf-8")
+        # Package data beside this module (pyproject ships *.html).
+        template = resources.files("ascend_mlops.workloads.server").joinpath("upload_page.html").read_text("utf-8")
         banner = (
             '<p class="sim" id="simulated">SIMULATED Ascend: this model runs on the pyACL simulator (CPU), not on an NPU.</p>'
             if self.backend.simulated
