@@ -86,7 +86,7 @@ async def test_kopf_run_module(api: APIServer, cluster: Cluster, tmp_path: Path)
     env = environment(api, tmp_path, ASCEND_MLOPS_METRICS_PORT="0")
     log = tmp_path / "kopf.log"
     process = await spawn(
-        [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "-m", "ascend_mlops.main"], env, log
+        [sys.executable, "-m", "kopf", "run", "-A", "-m", "ascend_mlops.main"], env, log
     )
     try:
         await cluster.create(job())

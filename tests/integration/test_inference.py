@@ -7,7 +7,8 @@ from typing import Any
 
 from ascend_mlops.api import constants, contract
 from tests.integration.conftest import Cluster, Operator, eventually, terminated
-from tests.integration.test_conversion import conversion
+from tests.integration.test_conversion import conversion, finish_training
+from tests.integration.test_training import job
 
 KIND = constants.INFERENCE_SERVICE
 DEPLOYMENT = "flowers-predictor"
@@ -209,3 +210,20 @@ async def test_invalid_spec_and_cpu_runtime(cluster: Cluster, operator: Operator
     args = pod_spec["containers"][0]["args"]
     assert args[args.index(contract.FLAG_LABELS) + 1] == "/mnt/labels/runs/flowers/V001/labels.txt"
     assert await cluster.client.get("apps/v1", "deployments", "default", "broken-predictor") is None
+
+
+async def test_labels_follow_the_chain_back_to_the_training_job(cluster: Cluster, operator: Operator) -> None:
+    await cluster.create(job())
+    await cluster.create(conversion())
+    await cluster.create(service())
+    await finish_training(cluster)
+    await eventually(lambda: cluster.pod("flowers-om-convert"), what="conversion pod")
+    await cluster.set_pod_status("flowers-om-convert", terminated(0, json.dumps({"model": "model.om"}), name="converter"))
+    dep = await eventually(lambda: deployment(cluster), what="deployment once the chain succeeded")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index(contract.FLAG_MODEL) + 1] == f"{contract.MOUNT_MODEL}/runs/flowers/V001/om/model"
+    assert args[args.index(contract.FLAG_LABELS) + 1] == "/mnt/labels/runs/flowers/V001/labels.txt"
+    obj = await cluster.get_cr(KIND, "flowers")
+    assert obj is not None
+    assert obj["status"]["model"]["labels"] == "pvc://data/runs/flowers/V001/labels.txt"
+    assert obj["status"]["model"]["conversion"] == "flowers-om"
