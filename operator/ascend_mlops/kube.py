@@ -79,7 +79,7 @@ class KubeClient:
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._stale: aiohttp.ClientSession | None = None
+        self._stale: list[aiohttp.ClientSession] = []  # sessions of earlier credentials, closed at close()
 
     @classmethod
     def from_connection(cls, info: Any) -> KubeClient:
@@ -103,7 +103,8 @@ class KubeClient:
         self._headers = dict(info.as_http_headers()) if hasattr(info, "as_http_headers") else {}
         self._ssl = context
         # The next request opens a session with the new credentials.
-        self._stale = self._session
+        if self._session is not None:
+            self._stale.append(self._session)
         self._session = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -112,10 +113,10 @@ class KubeClient:
         return self._session
 
     async def close(self) -> None:
-        for session in (self._session, self._stale):
+        for session in [self._session, *self._stale]:
             if session is not None and not session.closed:
                 await session.close()
-        self._session = self._stale = None
+        self._session, self._stale = None, []
 
     async def request(
         self,
