@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import json
 import logging
@@ -905,18 +906,31 @@ class SandboxKubernetes(kmock.KubernetesEmulator):
                 await response.write(json.dumps(line).encode() + b"\n")
             if initial and initial[-1]["type"] == "ERROR":
                 return response
-            async with asyncio.timeout(timeout):
-                stream = bus.stream(since=marker)
-                while True:
-                    try:
-                        event = await asyncio.wait_for(anext(stream), BOOKMARK_INTERVAL)
-                    except TimeoutError:
-                        if bookmarks:
-                            await response.write(json.dumps(self._bookmark(spec)).encode() + b"\n")
-                        continue
-                    line = self._event_line(event, selected)
-                    if line is not None:
-                        await response.write(json.dumps(line).encode() + b"\n")
+            stream = bus.stream(since=marker)
+            pending: asyncio.Future[_Event] | None = None
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        if pending is None:
+                            pending = asyncio.ensure_future(anext(stream))
+                        # Waiting without cancelling: cancelling anext() would end the stream.
+                        done, _ = await asyncio.wait({pending}, timeout=BOOKMARK_INTERVAL)
+                        if not done:
+                            if bookmarks:
+                                await response.write(json.dumps(self._bookmark(spec)).encode() + b"\n")
+                            continue
+                        event, pending = pending.result(), None
+                        line = self._event_line(event, selected)
+                        if line is not None:
+                            await response.write(json.dumps(line).encode() + b"\n")
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+                closer = getattr(stream, "aclose", None)
+                if closer is not None:
+                    await closer()
         except (TimeoutError, ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

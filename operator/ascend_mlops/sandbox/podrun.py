@@ -1,0 +1,285 @@
+"""How one container of a Pod becomes a local process: paths, ports, env, command line.
+
+Pure functions (no API, no processes) so the mapping rules are unit-tested alone:
+
+* each volume gets a local directory: `hostPath` -> that path when it exists,
+  else the same path under `<data>/hostpath/`; `persistentVolumeClaim` ->
+  `<data>/pvc/<claim>`; `emptyDir` -> a per-pod folder;
+* every container path under a mount (and the termination-message path) is
+  rewritten to the local path, in args and in env values;
+* each containerPort gets a free local port; `--port N` is rewritten to it and
+  `--host 0.0.0.0` to loopback;
+* `ascend-mlops` runs as `python -m ascend_mlops` of this interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ascend_mlops.api import contract
+
+# Host variables a process needs to start at all; nothing else leaks from the host.
+HOST_ENV_PASSTHROUGH = (
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH",
+    "CONDA_PREFIX", "PYENV_ROOT", "PYENV_VERSION", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+)
+
+
+class PodConfigError(Exception):
+    """The pod cannot be started as specified; `reason` is the kubelet's waiting reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class ContainerPlan:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    termination_log: Path
+    ports: dict[int, int] = field(default_factory=dict)  # containerPort -> local port
+    named_ports: dict[str, int] = field(default_factory=dict)  # port name -> containerPort
+    mounts: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def volume_dirs(pod: Mapping[str, Any], data_dir: Path, pod_dir: Path) -> dict[str, Path]:
+    """Local directory (or file) for every volume of the pod."""
+    result: dict[str, Path] = {}
+    for volume in pod.get("spec", {}).get("volumes") or []:
+        name = volume.get("name", "")
+        if "hostPath" in volume:
+            host = volume["hostPath"]
+            path = Path(host.get("path", "/"))
+            kind = host.get("type", "")
+            if path.exists():
+                local = path
+            else:
+                local = data_dir / "hostpath" / str(path).lstrip("/")
+            if kind in ("DirectoryOrCreate",):
+                local.mkdir(parents=True, exist_ok=True)
+            elif kind == "FileOrCreate":
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.touch(exist_ok=True)
+            elif kind == "Directory" and not local.is_dir():
+                raise PodConfigError(
+                    "ContainerCreating",
+                    f'MountVolume.SetUp failed for volume "{name}" : hostPath type check failed: {path} is not a directory'
+                    + (f" (looked at {local}: the sandbox maps absent host paths under its data folder)" if local != path else ""),
+                )
+            elif kind == "File" and not local.is_file():
+                raise PodConfigError(
+                    "ContainerCreating",
+                    f'MountVolume.SetUp failed for volume "{name}" : hostPath type check failed: {path} is not a file',
+                )
+            result[name] = local
+        elif "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"].get("claimName", "")
+            local = data_dir / "pvc" / claim
+            local.mkdir(parents=True, exist_ok=True)
+            result[name] = local
+        elif "emptyDir" in volume:
+            local = pod_dir / "volumes" / name
+            local.mkdir(parents=True, exist_ok=True)
+            result[name] = local
+        else:
+            kinds = ", ".join(k for k in volume if k != "name") or "none"
+            raise PodConfigError(
+                "CreateContainerConfigError",
+                f'volume "{name}" has a type the sandbox does not run ({kinds}); use hostPath, persistentVolumeClaim or emptyDir',
+            )
+    return result
+
+
+def _rewriter(mapping: Sequence[tuple[str, str]]) -> re.Pattern[str] | None:
+    if not mapping:
+        return None
+    alternatives = "|".join(re.escape(source) for source, _ in sorted(mapping, key=lambda m: -len(m[0])))
+    # A container path counts only at a path boundary: not inside another word or path.
+    return re.compile(rf"(?<![^=,:;\s\"'])({alternatives})(?=$|[/,:;\s\"'=])")
+
+
+def rewrite_paths(value: str, mapping: Sequence[tuple[str, str]]) -> str:
+    pattern = _rewriter(mapping)
+    if pattern is None:
+        return value
+    table = dict(mapping)
+    return pattern.sub(lambda m: table[m.group(1)], value)
+
+
+def rewrite_args(
+    args: Sequence[str], mapping: Sequence[tuple[str, str]], ports: Mapping[int, int]
+) -> list[str]:
+    result: list[str] = []
+    previous = ""
+    for arg in args:
+        new = rewrite_paths(arg, mapping)
+        if previous == contract.FLAG_PORT and new.isdigit() and int(new) in ports:
+            new = str(ports[int(new)])
+        elif new.startswith(contract.FLAG_PORT + "=") and new.split("=", 1)[1].isdigit():
+            number = int(new.split("=", 1)[1])
+            if number in ports:
+                new = f"{contract.FLAG_PORT}={ports[number]}"
+        if previous == contract.FLAG_HOST and new in ("0.0.0.0", "::"):
+            new = "127.0.0.1"  # the sandbox serves on loopback only
+        elif new in (f"{contract.FLAG_HOST}=0.0.0.0", f"{contract.FLAG_HOST}=::"):
+            new = f"{contract.FLAG_HOST}=127.0.0.1"
+        result.append(new)
+        previous = arg
+    return result
+
+
+def field_value(pod: Mapping[str, Any], path: str) -> str:
+    """A downward-API fieldRef (metadata.name, metadata.labels['x'], status.podIP, ...)."""
+    match = re.match(r"^metadata\.(labels|annotations)\['([^']+)'\]$", path)
+    if match:
+        return str((pod.get("metadata", {}).get(match.group(1)) or {}).get(match.group(2), ""))
+    node: Any = pod
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if node is None and path in ("status.podIP", "status.hostIP"):
+        return "127.0.0.1"
+    return "" if node is None else str(node)
+
+
+def container_env(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    lookup: Mapping[tuple[str, str], Mapping[str, str]],
+) -> dict[str, str]:
+    """The container's own env (value, fieldRef, resourceFieldRef, configMap/secret refs, envFrom).
+
+    `lookup[(kind, name)]` holds the data of the ConfigMaps/Secrets the pod refers to.
+    """
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+            if key in source:
+                ref = source[key].get("name", "")
+                data = lookup.get((kind, ref))
+                if data is None:
+                    if source[key].get("optional"):
+                        continue
+                    raise PodConfigError("CreateContainerConfigError", f'{kind.lower()} "{ref}" not found')
+                env.update({prefix + k: v for k, v in data.items()})
+    for item in container.get("env") or []:
+        name = item.get("name", "")
+        if "value" in item:
+            env[name] = str(item["value"])
+            continue
+        source = item.get("valueFrom") or {}
+        if "fieldRef" in source:
+            env[name] = field_value(pod, source["fieldRef"].get("fieldPath", ""))
+        elif "resourceFieldRef" in source:
+            resource = source["resourceFieldRef"].get("resource", "")
+            section, _, key = resource.partition(".")
+            env[name] = str((container.get("resources") or {}).get(section, {}).get(key, "0"))
+        else:
+            for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                if key in source:
+                    ref = source[key]
+                    data = lookup.get((kind, ref.get("name", "")))
+                    if data is None or ref.get("key") not in data:
+                        if ref.get("optional"):
+                            break
+                        raise PodConfigError(
+                            "CreateContainerConfigError",
+                            f'couldn\'t find key {ref.get("key")} in {kind} {pod.get("metadata", {}).get("namespace")}/{ref.get("name")}',
+                        )
+                    env[name] = data[ref["key"]]
+                    break
+    return env
+
+
+def plan_container(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    *,
+    volumes: Mapping[str, Path],
+    pod_dir: Path,
+    ports: Mapping[int, int],
+    lookup: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> ContainerPlan:
+    name = container.get("name", "container")
+    mounts: list[tuple[str, Path]] = []
+    for volume_mount in container.get("volumeMounts") or []:
+        local = volumes.get(volume_mount.get("name", ""))
+        if local is None:
+            raise PodConfigError(
+                "CreateContainerConfigError", f'volumeMount "{volume_mount.get("name")}" names no volume of the pod'
+            )
+        sub_path = volume_mount.get("subPath")
+        if sub_path:
+            local = local / sub_path
+            if not local.exists():
+                local.mkdir(parents=True, exist_ok=True)
+        mounts.append((volume_mount.get("mountPath", ""), local))
+    termination_log = pod_dir / f"{name}.termination-log"
+    message_path = container.get("terminationMessagePath") or contract.DEFAULT_TERMINATION_LOG
+    mapping = [(path.rstrip("/") or "/", str(local)) for path, local in mounts if path not in ("", "/")]
+    mapping.append((message_path, str(termination_log)))
+
+    command = list(container.get("command") or [contract.ENTRYPOINT])
+    if command and command[0] == contract.ENTRYPOINT:
+        command = [sys.executable, "-m", "ascend_mlops", *command[1:]]
+    argv = [rewrite_paths(part, mapping) for part in command] + rewrite_args(container.get("args") or [], mapping, ports)
+
+    env = {key: os.environ[key] for key in HOST_ENV_PASSTHROUGH if key in os.environ}
+    env["HOME"] = str(pod_dir)
+    env["HOSTNAME"] = str(pod.get("metadata", {}).get("name", ""))
+    for key, value in container_env(pod, container, lookup or {}).items():
+        env[key] = rewrite_paths(value, mapping)
+    tmp = next((local for path, local in mounts if path.rstrip("/") == "/tmp"), None)
+    env.setdefault("TMPDIR", str(tmp or pod_dir / "tmp"))
+    (tmp or pod_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    env["PYTHONUNBUFFERED"] = "1"  # logs reach the log file (and `kubectl logs`) as they are written
+    env.update(extra_env or {})
+
+    working_dir = container.get("workingDir")
+    cwd = Path(rewrite_paths(working_dir, mapping)) if working_dir else pod_dir
+    named = {
+        str(p.get("name")): int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name") and "containerPort" in p
+    }
+    return ContainerPlan(
+        argv=argv, env=env, cwd=cwd, termination_log=termination_log,
+        ports=dict(ports), named_ports=named, mounts=mounts,
+    )
+
+
+def probe_port(probe_port_value: Any, plan: ContainerPlan) -> int | None:
+    """The local port a probe's httpGet/tcpSocket port (number or name) maps to."""
+    if isinstance(probe_port_value, str) and not probe_port_value.isdigit():
+        container_port = plan.named_ports.get(probe_port_value)
+    else:
+        container_port = int(probe_port_value)
+    if container_port is None:
+        return None
+    return plan.ports.get(container_port, container_port)
+
+
+def read_termination_message(
+    path: Path, log_path: Path, policy: str, exit_code: int, limit: int = contract.TERMINATION_MESSAGE_LIMIT
+) -> str:
+    """What the kubelet puts in `state.terminated.message` (FallbackToLogsOnError: the log tail)."""
+    message = ""
+    try:
+        message = path.read_bytes()[:limit].decode("utf-8", errors="replace")
+    except OSError:
+        pass
+    if not message and policy == "FallbackToLogsOnError" and exit_code != 0:
+        try:
+            lines = log_path.read_bytes().splitlines()[-80:]
+            message = b"\n".join(lines)[-2048:].decode("utf-8", errors="replace")
+        except OSError:
+            pass
+    return message
