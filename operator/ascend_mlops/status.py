@@ -15,7 +15,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ascend_mlops.api.constants import ConditionType
+from ascend_mlops.api.constants import ConditionType, Reason
 
 TRUE: Final = "True"
 FALSE: Final = "False"
@@ -124,8 +124,8 @@ def set_kstatus(conditions: Conditions, *, reconciling: str | None, stalled: str
         conditions.set(ConditionType.RECONCILING, TRUE, reconciling, message)
         conditions.set(ConditionType.STALLED, FALSE, reconciling, "")
     else:
-        conditions.set(ConditionType.RECONCILING, FALSE, "Reconciled", "")
-        conditions.set(ConditionType.STALLED, FALSE, "Reconciled", "")
+        conditions.set(ConditionType.RECONCILING, FALSE, Reason.RECONCILED, "")
+        conditions.set(ConditionType.STALLED, FALSE, Reason.RECONCILED, "")
 
 
 def _without_volatile(status: Mapping[str, Any]) -> dict[str, Any]:

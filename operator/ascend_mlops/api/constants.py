@@ -77,7 +77,9 @@ class Reason:
 
     # Generic
     CREATED: Final = "Created"
+    SPEC_VALID: Final = "SpecValid"
     INVALID_SPEC: Final = "InvalidSpec"
+    RECONCILED: Final = "Reconciled"
     RECONCILE_ERROR: Final = "ReconcileError"
     # Training / conversion lifecycle
     PENDING: Final = "Pending"
@@ -95,6 +97,7 @@ class Reason:
     REFERENCE_NOT_FOUND: Final = "ReferenceNotFound"
     REFERENCE_FAILED: Final = "ReferenceFailed"
     SOURCE_READY: Final = "SourceReady"
+    MODEL_RESOLVED: Final = "ModelResolved"
     # Conversion
     CONVERSION_FAILED: Final = "ConversionFailed"
     # Inference

@@ -29,7 +29,7 @@ EVENT_CONDITIONS: Final = (
     ConditionType.RESTARTING,
     ConditionType.STALLED,
 )
-REASON_SPEC_VALID: Final = "SpecValid"
+REASON_SPEC_VALID: Final = Reason.SPEC_VALID
 CLEAN_POD_POLICY: Final = "Running"
 
 

@@ -36,8 +36,8 @@ EVENT_CONDITIONS: Final = (
     ConditionType.READY,
     ConditionType.STALLED,
 )
-REASON_SPEC_VALID: Final = "SpecValid"
-REASON_MODEL_RESOLVED: Final = "ModelResolved"
+REASON_SPEC_VALID: Final = Reason.SPEC_VALID
+REASON_MODEL_RESOLVED: Final = Reason.MODEL_RESOLVED
 # Exit codes with which a server says "this model cannot be loaded"; restarting will not help.
 MODEL_LOAD_EXIT_CODES: Final = frozenset(
     {contract.EXIT_USAGE, contract.EXIT_INVALID_MODEL, contract.EXIT_TOOLKIT_MISSING, contract.EXIT_INVALID_PARAMETERS}

@@ -21,7 +21,7 @@ EVENT_CONDITIONS: Final = (
     ConditionType.RESTARTING,
     ConditionType.STALLED,
 )
-REASON_SPEC_VALID: Final = "SpecValid"
+REASON_SPEC_VALID: Final = Reason.SPEC_VALID
 ARTIFACT_KEYS: Final = (
     contract.ARTIFACT_FROZEN_GRAPH,
     contract.ARTIFACT_SAVED_MODEL,
