@@ -1,0 +1,296 @@
+"""The sandbox kubelet against the embedded API, with real local processes (no operator, no TensorFlow).
+
+The containers run small Python programs under one of the project's image names,
+which is what the kubelet checks before it runs anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from ascend_mlops.sandbox import kubelet, scheduling
+from ascend_mlops.sandbox.client import Client
+from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, pid_alive, sandbox_processes
+from ascend_mlops.sandbox.proxy import ANNOTATION_URL
+from tests.helpers import REPO_ROOT
+
+T = TypeVar("T")
+IMAGE = "ascend-mlops/trainer:0.1.0"
+SERVER = r"""
+import http.server, os, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (os.environ["HOSTNAME"] + " " + os.environ.get("VERSION", "")).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "condition") -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: T | None = None
+    while loop.time() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Sandbox]:
+    monkeypatch.setattr(kubelet, "INITIAL_BACKOFF", 1.0)
+    root = tmp_path / "sandbox"
+    async with Sandbox(SandboxConfig(root=root, run_operator=False, crd_dirs=(REPO_ROOT / "crds",))) as running:
+        yield running
+    assert sandbox_processes(root) == [], "processes outlived the sandbox"
+
+
+@pytest.fixture
+async def client(sandbox: Sandbox) -> AsyncIterator[Client]:
+    async with Client(sandbox.url) as c:
+        yield c
+
+
+def python_pod(name: str, code: str, *args: str, restart: str = "Never", image: str = IMAGE, **extra: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": image, "command": [sys.executable, "-c", code], "args": list(args)}
+    container.update(extra.pop("container", {}))
+    return {"metadata": {"name": name}, "spec": {"restartPolicy": restart, "containers": [container], **extra}}
+
+
+async def pod_status(client: Client, name: str) -> dict[str, Any]:
+    pod = await client.get("v1", "pods", "default", name)
+    return (pod or {}).get("status") or {}
+
+
+async def finished(client: Client, name: str) -> dict[str, Any] | None:
+    status = await pod_status(client, name)
+    return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+
+async def test_pod_runs_with_mapped_paths_env_and_logs(sandbox: Sandbox, client: Client, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()  # an existing host path is used as it is (absent ones go under the sandbox's data/)
+    code = (
+        "import os, sys, pathlib\n"
+        "pathlib.Path(sys.argv[1]).write_text(os.environ['ASCEND_MLOPS_SIMULATOR'] + ' ' + os.environ['HOME'])\n"
+        "pathlib.Path(sys.argv[2]).write_text('{\"outputVersion\": \"V001\"}')\n"
+        "print('hello from', os.environ['HOSTNAME'])\n"
+    )
+    pod = python_pod(
+        "writer", code, "/mnt/output/result.txt", "/dev/termination-log",
+        container={
+            "env": [{"name": "HOME", "value": "/tmp"}],
+            "volumeMounts": [{"name": "out", "mountPath": "/mnt/output"}, {"name": "tmp", "mountPath": "/tmp"}],
+        },
+        volumes=[{"name": "out", "hostPath": {"path": str(out), "type": "DirectoryOrCreate"}}, {"name": "tmp", "emptyDir": {}}],
+    )
+    await client.create("v1", "pods", "default", pod)
+    status = await eventually(lambda: finished(client, "writer"), what="the pod to finish")
+    assert status["phase"] == "Succeeded", status
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
+    assert terminated["message"] == '{"outputVersion": "V001"}'
+    simulator, home = (out / "result.txt").read_text().split(" ")
+    assert simulator == "1" and Path(home).is_dir() and str(sandbox.root) in home
+    assert status["podIP"] == "127.0.0.1"
+    pod_obj = await client.get("v1", "pods", "default", "writer")
+    assert pod_obj is not None and pod_obj["spec"]["nodeName"] == scheduling.CPU_NODE
+    log = await client.request("GET", "/api/v1/namespaces/default/pods/writer/log")
+    assert "hello from writer" in log
+    events = {e["reason"] for e in (await client.list("v1", "events", "default"))["items"] if e["involvedObject"]["name"] == "writer"}
+    assert {"Scheduled", "Started"} <= events
+
+
+async def test_failure_reports_exit_code_and_message(sandbox: Sandbox, client: Client) -> None:
+    code = "import sys, pathlib\npathlib.Path(sys.argv[1]).write_text('bad dataset')\nsys.exit(3)\n"
+    await client.create("v1", "pods", "default", python_pod("fails", code, "/dev/termination-log"))
+    crash = "raise SystemExit('Traceback: the real reason')"
+    await client.create(
+        "v1", "pods", "default",
+        python_pod("crashes", crash, container={"terminationMessagePolicy": "FallbackToLogsOnError"}),
+    )
+    status = await eventually(lambda: finished(client, "fails"))
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert status["phase"] == "Failed" and terminated["exitCode"] == 3 and terminated["reason"] == "Error"
+    assert terminated["message"] == "bad dataset"
+    status = await eventually(lambda: finished(client, "crashes"))
+    assert "Traceback: the real reason" in status["containerStatuses"][0]["state"]["terminated"]["message"]
+
+
+async def test_restart_always_crash_loops_with_backoff(sandbox: Sandbox, client: Client) -> None:
+    await client.create("v1", "pods", "default", python_pod("loop", "import sys; sys.exit(1)", restart="Always"))
+
+    async def backing_off() -> dict[str, Any] | None:
+        statuses = (await pod_status(client, "loop")).get("containerStatuses") or [{}]
+        waiting = statuses[0].get("state", {}).get("waiting", {})
+        return statuses[0] if waiting.get("reason") == "CrashLoopBackOff" else None
+
+    first = await eventually(backing_off, what="CrashLoopBackOff")
+    assert first["lastState"]["terminated"]["exitCode"] == 1
+    assert "back-off 1s restarting failed container=main" in first["state"]["waiting"]["message"]
+
+    async def restarted() -> dict[str, Any] | None:
+        statuses = (await pod_status(client, "loop")).get("containerStatuses") or [{}]
+        return statuses[0] if statuses[0].get("restartCount", 0) >= 2 else None
+
+    again = await eventually(restarted, what="two restarts")
+    assert (await pod_status(client, "loop"))["phase"] == "Running"
+    assert again["restartCount"] >= 2
+
+
+async def test_foreign_images_are_reported_not_run(sandbox: Sandbox, client: Client) -> None:
+    await client.create("v1", "pods", "default", python_pod("nginx", "print(1)", image="nginx:1.27"))
+
+    async def pull_backoff() -> dict[str, Any] | None:
+        statuses = (await pod_status(client, "nginx")).get("containerStatuses") or [{}]
+        waiting = statuses[0].get("state", {}).get("waiting", {})
+        return waiting if waiting.get("reason") == "ImagePullBackOff" else None
+
+    waiting = await eventually(pull_backoff, what="ImagePullBackOff")
+    assert "runs only the project's own workload images" in waiting["message"]
+    assert "ascend-mlops/server:0.1.0" in waiting["message"]
+    status = await pod_status(client, "nginx")
+    assert status["phase"] == "Pending" and "containerID" not in status["containerStatuses"][0]
+
+
+async def test_unschedulable_pod_stays_pending_with_the_reason(sandbox: Sandbox, client: Client) -> None:
+    pod = python_pod(
+        "ascend910", "print(1)", container={"resources": {"limits": {"huawei.com/Ascend910": "1"}}},
+        nodeSelector={"accelerator": "huawei-Ascend310"},
+        tolerations=[{"key": scheduling.ASCEND_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    await client.create("v1", "pods", "default", pod)
+
+    async def unscheduled() -> dict[str, Any] | None:
+        conditions = (await pod_status(client, "ascend910")).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "PodScheduled" and c["status"] == "False"), None)
+
+    condition = await eventually(unscheduled, what="PodScheduled=False")
+    assert condition["reason"] == "Unschedulable"
+    assert "Insufficient huawei.com/Ascend910" in condition["message"]
+    events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=ascend910"))["items"]
+    assert any(e["reason"] == "FailedScheduling" and e["type"] == "Warning" for e in events)
+
+
+def server_deployment(replicas: int, version: str) -> dict[str, Any]:
+    labels = {"app": "echo"}
+    container = {
+        "name": "server", "image": "ascend-mlops/server:0.1.0", "command": [sys.executable, "-c", SERVER],
+        "args": ["--port", "8080"], "env": [{"name": "VERSION", "value": version}],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1},
+        "resources": {"limits": {scheduling.ASCEND_RESOURCE: "1"}},
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo"},
+        "spec": {
+            "replicas": replicas, "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [container], "nodeSelector": {"accelerator": "huawei-Ascend310"},
+                    "tolerations": [{"key": scheduling.ASCEND_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                },
+            },
+        },
+    }
+
+
+async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client: Client) -> None:
+    await client.create("apps/v1", "deployments", "default", server_deployment(2, "v1"))
+    await client.create(
+        "v1", "services", "default",
+        {"metadata": {"name": "echo"}, "spec": {"selector": {"app": "echo"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+    )
+
+    async def deployment_status(version_count: int = 2) -> dict[str, Any] | None:
+        deployment = await client.get("apps/v1", "deployments", "default", "echo")
+        status = (deployment or {}).get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        complete = conditions.get("Progressing", {}).get("reason") == "NewReplicaSetAvailable"
+        ok = status.get("readyReplicas") == version_count and status.get("updatedReplicas") == version_count and complete
+        return status if ok and status.get("replicas") == version_count else None
+
+    status = await eventually(deployment_status, what="2 ready replicas")
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Available"] == "MinimumReplicasAvailable"
+    pods = (await client.list("v1", "pods", "default", label_selector="app=echo"))["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {scheduling.ASCEND_NODE}
+    assert all(p["metadata"]["ownerReferences"][0]["kind"] == "Deployment" for p in pods)
+    pids = [int(p["status"]["containerStatuses"][0]["containerID"].removeprefix("sandbox://")) for p in pods]
+
+    service = await eventually(
+        lambda: client.get("v1", "services", "default", "echo"),
+        what="the service",
+    )
+
+    async def service_url() -> str | None:
+        svc = await client.get("v1", "services", "default", "echo")
+        return ((svc or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_URL)
+
+    url = await eventually(service_url, what="the service's local URL")
+    assert service["spec"]["clusterIP"].startswith("10.96.")
+    answers = set()
+    async with aiohttp.ClientSession() as session:
+        for _ in range(4):
+            async with session.get(url) as response:
+                answers.add(await response.text())
+    assert {a.split()[0] for a in answers} == {p["metadata"]["name"] for p in pods}  # both endpoints take turns
+
+    # A template change rolls the pods one at a time (maxSurge 0: the node has 4 devices, 2 in use).
+    await client.patch("apps/v1", "deployments", "default", "echo", {"spec": {"template": {"spec": {"containers": [{**server_deployment(2, "v2")["spec"]["template"]["spec"]["containers"][0]}]}}}})
+    await eventually(lambda: _all_on_version(client, "v2"), what="the rollout to v2", timeout=60)
+    await eventually(deployment_status, what="the rolled deployment to settle", timeout=60)
+    await eventually(lambda: _gone(pids), what="the old processes to be killed")
+
+    await client.delete("apps/v1", "deployments", "default", "echo")
+    await eventually(lambda: _no_pods(client, "app=echo"), what="the pods to be garbage-collected")
+
+
+async def _all_on_version(client: Client, version: str) -> bool:
+    pods = (await client.list("v1", "pods", "default", label_selector="app=echo"))["items"]
+    envs = [p["spec"]["containers"][0]["env"][0]["value"] for p in pods]
+    return len(pods) == 2 and envs == [version, version]
+
+
+async def _gone(pids: list[int]) -> bool:
+    return not any(pid_alive(pid) for pid in pids)
+
+
+async def _no_pods(client: Client, selector: str) -> bool:
+    return not (await client.list("v1", "pods", "default", label_selector=selector))["items"]
+
+
+async def test_deleting_a_pod_kills_its_process_group(sandbox: Sandbox, client: Client) -> None:
+    code = "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\ntime.sleep(600)\n"
+    await client.create("v1", "pods", "default", python_pod("sleeper", code))
+
+    async def running() -> int | None:
+        statuses = (await pod_status(client, "sleeper")).get("containerStatuses") or [{}]
+        cid = statuses[0].get("containerID")
+        return int(cid.removeprefix("sandbox://")) if cid and "running" in statuses[0].get("state", {}) else None
+
+    pid = await eventually(running, what="the sleeper to run")
+    assert len(sandbox_processes(sandbox.root)) >= 1
+    await client.delete("v1", "pods", "default", "sleeper")
+    await eventually(lambda: _gone([pid]), what="the process to die")
+    await eventually(lambda: _no_processes(sandbox.root), what="the grandchild to die too")
+
+
+async def _no_processes(root: Path) -> bool:
+    return sandbox_processes(root) == []

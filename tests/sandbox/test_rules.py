@@ -1,0 +1,176 @@
+"""Pure rules of the sandbox: scheduling filters, path/port mapping of pods, patches, selectors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ascend_mlops.sandbox import objects, podrun, scheduling
+
+
+def _nodes() -> list[dict[str, Any]]:
+    return [scheduling.node_object(config, "2026-01-01T00:00:00Z") for config in scheduling.default_nodes(npus=1)]
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    container = {"name": "c", "image": "x", "resources": spec.pop("resources", {})}
+    return {"metadata": {"name": "p"}, "spec": {"containers": [container], **spec}}
+
+
+ASCEND_TOLERATION = {"key": scheduling.ASCEND_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+ASCEND_SELECTOR = {"accelerator": "huawei-Ascend310"}
+
+
+def test_ascend_node_advertises_the_device_plugin_resource_labels_and_taint() -> None:
+    ascend = _nodes()[1]
+    assert ascend["status"]["allocatable"][scheduling.ASCEND_RESOURCE] == "1"
+    labels = ascend["metadata"]["labels"]
+    assert labels["accelerator"] == "huawei-Ascend310"
+    assert labels["node.kubernetes.io/npu.chip.name"] == "310"
+    assert labels["workerselector"] == "dls-worker-node"
+    assert labels["host-arch"] in ("huawei-x86", "huawei-arm")
+    assert ascend["spec"]["taints"] == [{"key": scheduling.ASCEND_RESOURCE, "effect": "NoSchedule"}]
+
+
+def test_inference_pod_lands_on_the_ascend_node_and_training_pod_on_the_cpu_node() -> None:
+    nodes = _nodes()
+    npu = {"limits": {scheduling.ASCEND_RESOURCE: "1", "cpu": "3", "memory": "6Gi"}}
+    decision = scheduling.schedule(_pod(resources=npu, nodeSelector=ASCEND_SELECTOR, tolerations=[ASCEND_TOLERATION]), nodes, {})
+    assert decision.node == scheduling.ASCEND_NODE
+    assert scheduling.schedule(_pod(resources={"requests": {"cpu": "2"}}), nodes, {}).node == scheduling.CPU_NODE
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (  # the seed's pod without the toleration: the taint keeps it off, the CPU node lacks the device
+            {"resources": {"limits": {scheduling.ASCEND_RESOURCE: "1"}}},
+            "0/2 nodes are available: 1 Insufficient huawei.com/Ascend310, 1 node(s) had untolerated taint {huawei.com/Ascend310: }.",
+        ),
+        (  # an accelerator the node does not have
+            {"resources": {"limits": {"huawei.com/Ascend910": "1"}}, "nodeSelector": ASCEND_SELECTOR, "tolerations": [ASCEND_TOLERATION]},
+            "0/2 nodes are available: 1 Insufficient huawei.com/Ascend910, 1 node(s) didn't match Pod's node affinity/selector.",
+        ),
+        (  # more devices than the node has
+            {"resources": {"limits": {scheduling.ASCEND_RESOURCE: "2"}}, "nodeSelector": ASCEND_SELECTOR, "tolerations": [ASCEND_TOLERATION]},
+            "0/2 nodes are available: 1 Insufficient huawei.com/Ascend310, 1 node(s) didn't match Pod's node affinity/selector.",
+        ),
+    ],
+)
+def test_unschedulable_pods_get_the_schedulers_message(spec: dict[str, Any], message: str) -> None:
+    decision = scheduling.schedule(_pod(**spec), _nodes(), {})
+    assert decision.node is None
+    assert decision.message.startswith(message)
+    assert "preemption: 0/2 nodes are available" in decision.message
+
+
+def test_used_devices_count_against_the_node() -> None:
+    nodes = _nodes()
+    pod = _pod(resources={"limits": {scheduling.ASCEND_RESOURCE: "1"}}, nodeSelector=ASCEND_SELECTOR, tolerations=[ASCEND_TOLERATION])
+    running = {**pod, "spec": {**pod["spec"], "nodeName": scheduling.ASCEND_NODE}, "status": {"phase": "Running"}}
+    finished = {**running, "status": {"phase": "Succeeded"}}
+    assert scheduling.schedule(pod, nodes, scheduling.node_usage([running])).node is None
+    assert scheduling.schedule(pod, nodes, scheduling.node_usage([finished])).node == scheduling.ASCEND_NODE
+
+
+def test_quantities() -> None:
+    assert scheduling.parse_quantity("500m") == 0.5
+    assert scheduling.parse_quantity("6Gi") == 6 * 2**30
+    assert scheduling.parse_quantity("1e3") == 1000
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        scheduling.parse_quantity("lots")
+
+
+def test_paths_are_rewritten_only_at_path_boundaries() -> None:
+    mapping = [("/mnt/output", "/sb/out"), ("/mnt/output-extra", "/sb/extra"), ("/tmp", "/sb/tmp")]
+    assert podrun.rewrite_paths("/mnt/output/V001", mapping) == "/sb/out/V001"
+    assert podrun.rewrite_paths("/mnt/output-extra/x", mapping) == "/sb/extra/x"
+    assert podrun.rewrite_paths("--out=/mnt/output", mapping) == "--out=/sb/out"
+    assert podrun.rewrite_paths("/mnt/outputs", mapping) == "/mnt/outputs"
+    assert podrun.rewrite_paths("/var/tmp/x", mapping) == "/var/tmp/x"
+    assert podrun.rewrite_paths("a:/tmp,b", mapping) == "a:/sb/tmp,b"
+
+
+def test_plan_maps_volumes_ports_env_and_the_entrypoint(tmp_path: Path) -> None:
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    pod = {
+        "metadata": {"name": "srv", "namespace": "ns", "labels": {"app": "a"}},
+        "spec": {
+            "volumes": [
+                {"name": "data", "hostPath": {"path": str(existing), "type": "Directory"}},
+                {"name": "out", "hostPath": {"path": "/nonexistent/place", "type": "DirectoryOrCreate"}},
+                {"name": "claim", "persistentVolumeClaim": {"claimName": "flowers-data"}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+    container = {
+        "name": "server",
+        "command": ["ascend-mlops"],
+        "args": ["serve", "--model", "/mnt/model/model.om", "--host", "0.0.0.0", "--port", "8080", "--termination-log", "/dev/termination-log"],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        ],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/mnt/dataset"},
+            {"name": "out", "mountPath": "/mnt/output"},
+            {"name": "claim", "mountPath": "/mnt/model"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_dir = tmp_path / "pod"
+    volumes = podrun.volume_dirs(pod, tmp_path / "data", pod_dir)
+    assert volumes["data"] == existing
+    assert volumes["out"] == tmp_path / "data" / "hostpath" / "nonexistent" / "place" and volumes["out"].is_dir()
+    assert volumes["claim"] == tmp_path / "data" / "pvc" / "flowers-data"
+    plan = podrun.plan_container(pod, container, volumes=volumes, pod_dir=pod_dir, ports={8080: 41000}, extra_env={"X": "1"})
+    assert plan.argv[:3] == [sys.executable, "-m", "ascend_mlops"]
+    args = plan.argv[3:]
+    assert args[args.index("--model") + 1] == str(tmp_path / "data" / "pvc" / "flowers-data" / "model.om")
+    assert args[args.index("--port") + 1] == "41000"
+    assert args[args.index("--host") + 1] == "127.0.0.1"
+    assert args[args.index("--termination-log") + 1] == str(plan.termination_log)
+    assert plan.env["HOME"] == str(volumes["tmp"]) and plan.env["TMPDIR"] == str(volumes["tmp"])
+    assert (plan.env["POD"], plan.env["APP"], plan.env["X"]) == ("srv", "a", "1")
+    assert podrun.probe_port("http", plan) == 41000 and podrun.probe_port(8080, plan) == 41000
+
+
+def test_volume_errors_name_the_volume(tmp_path: Path) -> None:
+    missing = {"spec": {"volumes": [{"name": "in", "hostPath": {"path": "/nonexistent/in", "type": "Directory"}}]}}
+    with pytest.raises(podrun.PodConfigError, match='volume "in".*not a directory'):
+        podrun.volume_dirs(missing, tmp_path, tmp_path / "pod")
+    secret = {"spec": {"volumes": [{"name": "s", "secret": {"secretName": "x"}}]}}
+    with pytest.raises(podrun.PodConfigError, match='volume "s" has a type the sandbox does not run'):
+        podrun.volume_dirs(secret, tmp_path, tmp_path / "pod")
+
+
+def test_termination_message_falls_back_to_the_log_on_error(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    log.write_text("line 1\nTraceback: boom\n")
+    absent = tmp_path / "none"
+    assert podrun.read_termination_message(absent, log, "FallbackToLogsOnError", 1).endswith("Traceback: boom")
+    assert podrun.read_termination_message(absent, log, "File", 1) == ""
+    assert podrun.read_termination_message(absent, log, "FallbackToLogsOnError", 0) == ""
+    (tmp_path / "msg").write_text('{"exitCode": 3}')
+    assert podrun.read_termination_message(tmp_path / "msg", log, "FallbackToLogsOnError", 3) == '{"exitCode": 3}'
+
+
+def test_patches_and_selectors() -> None:
+    assert objects.merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}
+    doc = {"list": [1, 2], "x": {"y": 1}}
+    assert objects.json_patch(doc, [{"op": "add", "path": "/list/-", "value": 3}, {"op": "remove", "path": "/x/y"}]) == {"list": [1, 2, 3], "x": {}}
+    with pytest.raises(objects.PatchError):
+        objects.json_patch(doc, [{"op": "test", "path": "/x/y", "value": 2}])
+    assert objects.label_selector_matches("a=1,b in (x,y),!c", {"a": "1", "b": "y"})
+    assert not objects.label_selector_matches("a=1,b notin (x,y)", {"a": "1", "b": "y"})
+    assert objects.match_labels_selector({"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "Exists"}]}, {"a": "1", "b": ""})
+    obj = {"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Other", "status": "False"}]}}
+    assert objects.jsonpath(obj, '.status.conditions[?(@.type=="Ready")].status') == ["True"]
+    assert objects.field_selector_matches("status.conditions=x", obj) is False
