@@ -161,6 +161,7 @@ def test_versions_kill_and_warm_start(tmp_path: Path, tiny_dataset: Path) -> Non
     np.testing.assert_allclose(kernels[0], conv1, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["resnet_v1_101"])
 def test_other_algorithms_build_and_export(tmp_path: Path, tiny_dataset: Path, algorithm: str) -> None:
     """One step (batch 32 > 30 training images) is enough to prove the network trains and exports."""

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -113,7 +114,9 @@ def _config(args: argparse.Namespace) -> params.TrainConfig:
 def run(args: argparse.Namespace) -> int:
     _configure_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Signal handlers can only be set from the main thread (an embedding caller may use another).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         summary = _run(args)
         code = contract.EXIT_OK
@@ -130,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         code = 1
         summary = {contract.SUMMARY_ERROR: f"{type(exc).__name__}: {exc}", contract.SUMMARY_EXIT_CODE: code}
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     contract.write_summary(args.termination_log, summary)
     return code
 
@@ -168,7 +172,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         log.info("not the chief: the chief writes the output")
         last = result.history[-1]
         return {
-            contract.SUMMARY_METRICS: {"accuracy": last.val_accuracy, "loss": last.val_loss, "epochs": result.epochs_run},
+            contract.SUMMARY_METRICS: {
+                "accuracy": round(last.val_accuracy or 0.0, 6),
+                "loss": round(last.val_loss or 0.0, 6),
+                "epochs": result.epochs_run,
+            },
             "dataset": dataset_info,
         }
     try:

@@ -41,6 +41,7 @@ class TrainResult:
     weights: list[np.ndarray]  # of the best epoch
     epochs_run: int
     best_epoch: int
+    best_val_loss: float
     history: list[EpochProgress]
     train_seconds: float
     images_per_second: float
@@ -181,6 +182,7 @@ class Trainer:
             weights=best_weights,
             epochs_run=epoch,
             best_epoch=best_epoch,
+            best_val_loss=best_loss,
             history=history,
             train_seconds=train_seconds,
             images_per_second=steps * hp.batch_size * epoch / max(train_seconds, 1e-9),
