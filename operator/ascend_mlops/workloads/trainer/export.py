@@ -50,7 +50,9 @@ def frozen_graph_def(module: ExportModule) -> Any:
     """A GraphDef with the variables folded in: `images` placeholder -> `logits` node."""
     concrete = module.serve.get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
-    graph_def = frozen.graph.as_graph_def()
+    # Keep only what `logits` needs: drops the NoOp/Identity that tf.function
+    # appends for its control dependencies, which converters need not see.
+    graph_def = _needed_by(frozen.graph.as_graph_def(), contract.OUTPUT_NODE)
     nodes = {node.name: node for node in graph_def.node}
     placeholder = nodes.get(contract.INPUT_NODE)
     if placeholder is None or placeholder.op != "Placeholder":
@@ -157,10 +159,19 @@ def model_config(
     }
 
 
-def predict_frozen(graph_path: Path, images: np.ndarray) -> np.ndarray:
-    """Run a frozen graph file on a batch (used by tests and checks)."""
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph_path.read_bytes())
-    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    fn = wrapped.prune(f"{contract.INPUT_NODE}:0", f"{contract.OUTPUT_NODE}:0")
-    return np.asarray(fn(tf.constant(images, tf.float32)))
+def _needed_by(graph_def: Any, output: str) -> Any:
+    """The nodes `output` depends on (data and control inputs), in their original order."""
+    by_name = {node.name: node for node in graph_def.node}
+    keep: set[str] = set()
+    pending = [output]
+    while pending:
+        name = pending.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        pending.extend(inp.lstrip("^").split(":")[0] for inp in by_name[name].input)
+    pruned = tf.compat.v1.GraphDef()
+    pruned.versions.CopyFrom(graph_def.versions)
+    pruned.library.CopyFrom(graph_def.library)
+    pruned.node.extend(node for node in graph_def.node if node.name in keep)
+    return pruned
