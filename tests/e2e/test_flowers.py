@@ -2,8 +2,9 @@
 
 One sandbox for the module: the real CLI in a subprocess runs the real operator,
 trainer, converter (ATC simulator) and server (pyACL simulator). To stay within a
-few minutes on two shared cores it trains one epoch at 64x64 on a subset of the
-photos (--max-per-class 40: 200 of the 1,941). The tests then look at what it
+few minutes on two shared cores it trains one epoch (--epochs 1; the quick
+profile has two) at 64x64 on a subset of the photos (--max-per-class 40: 200
+of the 1,941). The tests then look at what it
 left behind while it is up, add a second InferenceService that asks for an
 accelerator the node does not have, and finally stop it with Ctrl-C.
 """
@@ -83,7 +84,7 @@ def flowers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     command = [
         sys.executable, "-m", "ascend_mlops", "sandbox", "run", "examples/flowers", "--quick",
-        "--data", str(FLOWERS_DIR), "--max-per-class", str(PER_CLASS), "--keep",
+        "--data", str(FLOWERS_DIR), "--max-per-class", str(PER_CLASS), "--epochs", "1", "--keep",
         "--dir", str(root), "--timeout", str(RUN_TIMEOUT),
     ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

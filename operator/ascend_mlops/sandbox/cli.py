@@ -29,8 +29,8 @@ from ascend_mlops.sandbox.cluster import (
     read_state,
     sandbox_processes,
 )
-from ascend_mlops.sandbox.datasets import DatasetError
-from ascend_mlops.sandbox.flow import ExampleRun, FlowError, Report, RunOptions
+from ascend_mlops.sandbox.datasets import DatasetError, check_dataset
+from ascend_mlops.sandbox.flow import Example, ExampleRun, FlowError, Report, RunOptions
 from ascend_mlops.sandbox.proxy import ANNOTATION_URL
 
 T = TypeVar("T")
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stay.add_argument("--keep", dest="keep", action="store_true", default=True, help="stay up after the prediction until Ctrl-C or `sandbox down` (default)")
     stay.add_argument("--exit-after-predict", dest="keep", action="store_false", help="stop the sandbox once the prediction is printed")
     run.add_argument("--max-per-class", type=int, help="use at most N images of each class (a quicker, smaller run)")
+    run.add_argument("--epochs", type=int, help="train for this many epochs (overrides the profile)")
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
     run.add_argument("--no-download", action="store_true", help="do not try to download the dataset (generate it when no --data)")
     run.add_argument("--npus", type=int, default=4, help=argparse.SUPPRESS)
@@ -199,8 +200,13 @@ def _print_report(report: Report, root: Path, api: str) -> None:
 async def _run(root: Path, args: argparse.Namespace) -> int:
     options = RunOptions(
         example=args.example, profile=args.profile, data=args.data, max_per_class=args.max_per_class,
-        timeout=args.timeout, download=not args.no_download,
+        timeout=args.timeout, download=not args.no_download, epochs=args.epochs,
     )
+    # Mistakes in the command line are reported before anything starts.
+    example = Example.load(args.example)
+    example.profile(args.profile)
+    if args.data is not None:
+        check_dataset(args.data)
     state = read_state(root)
     own: Sandbox | None = None
     started = time.monotonic()

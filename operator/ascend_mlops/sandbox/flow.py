@@ -110,6 +110,7 @@ class RunOptions:
     namespace: str = "default"
     timeout: float | None = None  # seconds for the whole flow; None: no limit
     download: bool = True
+    epochs: int | None = None  # overrides every TrainingJob's hyperparameters.epochs
 
 
 @dataclass
@@ -222,6 +223,8 @@ class ExampleRun:
             key = f"{doc['kind']}/{doc['metadata']['name']}"
             if key in profile:
                 doc = merge_patch(doc, profile[key])
+            if self.options.epochs is not None and doc["kind"] == constants.TRAINING_JOB:
+                doc = merge_patch(doc, {"spec": {"algorithm": {"hyperparameters": {"epochs": self.options.epochs}}}})
             doc = rewrite_file_uris(doc, self.root)
             doc["metadata"]["namespace"] = self.options.namespace
             result.append(doc)
@@ -273,6 +276,8 @@ class ExampleRun:
             if obj is None:
                 continue
             current[key] = obj
+            if not obj.get("status"):
+                continue  # not reconciled yet: nothing to say
             text, marker = self.describe(obj)
             if self._seen.get(key) != marker:
                 self._seen[key] = marker
