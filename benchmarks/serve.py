@@ -46,7 +46,7 @@ def build_resnet50(folder: Path, size: int, classes: int) -> Path:
 
     body = tf.keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=classes, classifier_activation=None)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])  # type: ignore[untyped-decorator]
     def forward(images: tf.Tensor) -> tf.Tensor:
         return tf.identity(body(images / 127.5 - 1.0, training=False), name="logits")
 
@@ -90,31 +90,37 @@ def photos(count: int) -> list[bytes]:
     return out
 
 
-def backend_throughput(backend_name: str, model: Path, images: list[bytes], batches: tuple[int, ...], seconds: float) -> dict[int, float]:
-    from ascend_mlops.workloads.server import processing
-    from ascend_mlops.workloads.server.backends import create_backend
+class BackendBench:
+    """The backend alone, loaded in this process, timed on batches of preprocessed photos."""
 
-    backend = create_backend(backend_name, model)
-    backend.load()
-    arrays = [processing.to_input(processing.decode(d, backend.input_size), backend.input_size) for d in images]
-    result = {}
-    try:
-        for b in batches:
-            batch = np.stack([arrays[i % len(arrays)] for i in range(b)])
-            backend.predict(batch)  # warm-up for this shape
-            done, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds or done < 3 * b:
-                backend.predict(batch)
-                done += b
-            result[b] = done / (time.perf_counter() - start)
-    finally:
-        backend.close()
-    return result
+    def __init__(self, backend_name: str, model: Path, images: list[bytes]) -> None:
+        from ascend_mlops.workloads.server import processing
+        from ascend_mlops.workloads.server.backends import create_backend
+
+        self.backend = create_backend(backend_name, model)
+        self.backend.load()
+        size = self.backend.input_size
+        self.arrays = [processing.to_input(processing.decode(d, size), size) for d in images]
+
+    def images_per_second(self, batch_size: int, seconds: float) -> float:
+        batch = np.stack([self.arrays[i % len(self.arrays)] for i in range(batch_size)])
+        self.backend.predict(batch)  # warm-up for this shape
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or done < 3 * batch_size:
+            self.backend.predict(batch)
+            done += batch_size
+        return done / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.backend.close()
 
 
-async def load_test(url: str, images: list[bytes], concurrency: int, requests: int) -> tuple[float, list[float], list[str]]:
+async def load_test(
+    url: str, images: list[bytes], concurrency: int, requests: int
+) -> tuple[float, list[float], list[str], list[int]]:
     latencies: list[float] = []
     timings: list[str] = []
+    batches: list[int] = []
     counter = iter(range(requests))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
 
@@ -128,12 +134,13 @@ async def load_test(url: str, images: list[bytes], concurrency: int, requests: i
                     if response.status != 200:
                         raise RuntimeError(f"HTTP {response.status}: {await response.text()}")
                     timings.append(response.headers.get("Server-Timing", ""))
+                    batches.append(int(response.headers.get("X-Batch-Size", "0")))
                 latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return requests / elapsed, latencies, timings
+    return requests / elapsed, latencies, timings, batches
 
 
 def stage_means(headers: list[str]) -> dict[str, float]:
@@ -171,8 +178,7 @@ def main() -> int:
             env["ASCEND_MLOPS_SIMULATOR"] = os.environ["ASCEND_MLOPS_SIMULATOR"] = "1"
 
     images = photos(64)
-    print(f"backend {args.backend}: measuring its own throughput at batch {', '.join(map(str, LEVELS))} ...", flush=True)
-    own = backend_throughput(args.backend, model, images, LEVELS, args.backend_seconds)
+    bench = BackendBench(args.backend, model, images)
 
     server = subprocess.Popen(
         [sys.executable, "-m", "ascend_mlops", "serve", "--model", str(model), "--backend", args.backend,
@@ -186,24 +192,32 @@ def main() -> int:
         rows = []
         stages: dict[str, float] = {}
         for c in LEVELS:
+            # Backend alone right before the server at the same size: on a shared machine
+            # the load drifts, and adjacent measurements drift least.
+            print(f"concurrency {c}: backend alone at batch {c}, then the server ...", flush=True)
+            own = bench.images_per_second(c, args.backend_seconds)
             n = args.requests or max(32, 4 * c)
             asyncio.run(load_test(url, images, c, min(n, 2 * c)))  # warm-up
-            rps, lat, timings = asyncio.run(load_test(url, images, c, n))
+            rps, lat, timings, batches = asyncio.run(load_test(url, images, c, n))
             lat_ms = sorted(x * 1000 for x in lat)
             p50 = lat_ms[len(lat_ms) // 2]
             p99 = lat_ms[min(len(lat_ms) - 1, int(round(0.99 * (len(lat_ms) - 1))))]
-            rows.append((c, rps, p50, p99, own[c]))
+            rows.append((c, rps, p50, p99, own, statistics.mean(batches)))
             if c == 1:
                 stages = stage_means(timings)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(120)
+        bench.close()
 
     print()
     print(f"model: {model} ({args.backend}{', pyACL SIMULATOR' if args.backend == 'acl' else ''}), CPU cores: {os.cpu_count()}")
-    print(f"{'concurrency':>11} {'server req/s':>13} {'p50 ms':>9} {'p99 ms':>9} {'backend img/s @batch':>22} {'ratio':>7}")
-    for c, rps, p50, p99, b in rows:
-        print(f"{c:>11} {rps:>13.1f} {p50:>9.1f} {p99:>9.1f} {b:>16.1f} @{c:<4} {rps / b:>7.2f}")
+    print(
+        f"{'concurrency':>11} {'server req/s':>13} {'p50 ms':>9} {'p99 ms':>9} {'mean batch':>11}"
+        f" {'backend img/s @batch':>22} {'ratio':>7}"
+    )
+    for c, rps, p50, p99, b, mean_batch in rows:
+        print(f"{c:>11} {rps:>13.1f} {p50:>9.1f} {p99:>9.1f} {mean_batch:>11.1f} {b:>16.1f} @{c:<4} {rps / b:>7.2f}")
     ratio = rows[-1][1] / rows[-1][4]
     print(f"\nserver/backend ratio at concurrency {LEVELS[-1]}: {ratio:.2f} (goal >= 0.9)")
     print("per-stage time of one request at concurrency 1 (median, ms): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))

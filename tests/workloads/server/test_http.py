@@ -287,3 +287,16 @@ async def test_v2_infer_json_fp32_and_base64_bytes(start: Callable[..., Any]) ->
     output = body["outputs"][0]
     assert output["datatype"] == "BYTES" and output["shape"] == [2, 2]
     assert output["data"][0].endswith(":0:red") and output["data"][2].endswith(":2:blue")
+
+
+async def test_an_acl_error_during_inference_is_a_500_naming_the_call(
+    sim: Any, start: Callable[..., Any], tiny_om: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = await start(backend=AclBackend(tiny_om, sim, simulated=True))
+    monkeypatch.setattr(sim.mdl, "execute", lambda *args: 507011)  # the device faults from now on
+    status, _, body = await r.post_image(image_bytes("red"))
+    assert status == 500
+    assert "acl.mdl.execute failed with code 507011 (ACL_ERROR_RT_MODEL_EXECUTE)" in body["error"]
+    monkeypatch.undo()
+    status, _, body = await r.post_image(image_bytes("red"))  # the server survived it
+    assert status == 200 and body["predicted_label"] == "red"
