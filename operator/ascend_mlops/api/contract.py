@@ -72,7 +72,7 @@ def simulator_enabled(env: Mapping[str, str] | None = None) -> bool:
 # Exit codes. 0 is success. The codes below are PERMANENT: the input is wrong
 # and running again cannot help, so the operator does not retry them. Every
 # other non-zero code (1 for an unexpected crash, 128+N for a signal such as
-# 137 for SIGKILL/OOM) is RETRYABLE, up to the TrainingJob's backoffLimit.
+# 137 for SIGKILL/OOM or 143 for SIGTERM) is RETRYABLE, up to the TrainingJob's backoffLimit.
 # ---------------------------------------------------------------------------
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2  # bad command line (argparse's own code)
@@ -143,6 +143,7 @@ METRICS_PATH: Final = "/metrics"
 #                         "labels": "V001/labels.txt", "metrics": "V001/metrics.json",
 #                         "modelPackage": "V001/model"},      # relative to the output root
 #           "metrics": {"accuracy": 0.91, "loss": 0.3, "epochs": 12},
+#           "dataset": {"classes": 5, "train": 1554, "validation": 387, "skipped": 0},
 #           "error": "...", "exitCode": 3}                    # only on failure
 # convert: {"model": "model.om",                              # relative to --output
 #           "atcCommand": "atc --model=... ...", "simulated": false,
