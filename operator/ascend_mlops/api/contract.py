@@ -283,6 +283,7 @@ def serve_args(
     max_batch_size: int | None = None,
     max_batch_delay_ms: float | None = None,
     max_body_bytes: int | None = None,
+    termination_log: str = DEFAULT_TERMINATION_LOG,
 ) -> list[str]:
     args = [CMD_SERVE, FLAG_MODEL, model, FLAG_BACKEND, backend, FLAG_NAME, name]
     if labels:
@@ -294,4 +295,5 @@ def serve_args(
         args += [FLAG_MAX_BATCH_DELAY_MS, f"{max_batch_delay_ms:g}"]
     if max_body_bytes is not None:
         args += [FLAG_MAX_BODY_BYTES, str(max_body_bytes)]
+    args += [FLAG_TERMINATION_LOG, termination_log]
     return args
