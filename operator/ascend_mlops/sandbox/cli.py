@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +107,19 @@ async def _until_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
+@contextlib.contextmanager
+def _patient_signals() -> Iterator[None]:
+    """While stopping, a second Ctrl-C must not abandon half-stopped processes."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: print("still stopping the sandbox, please wait ...", flush=True))
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 async def _race_signal(work: Awaitable[T]) -> tuple[bool, T | None]:
     """Run `work` until it ends or SIGINT/SIGTERM arrives: (finished, result)."""
     task = asyncio.ensure_future(work)
@@ -141,7 +154,8 @@ async def _up(root: Path, args: argparse.Namespace) -> int:
     sandbox = Sandbox(SandboxConfig(root=root, npus=args.npus, run_operator=not args.no_operator))
     finished, _ = await _race_signal(sandbox.start())
     if not finished:
-        await sandbox.stop()
+        with _patient_signals():
+            await sandbox.stop()
         return 130
     print(f"sandbox up in {root}")
     print(_usage(root, sandbox.url))
@@ -150,7 +164,8 @@ async def _up(root: Path, args: argparse.Namespace) -> int:
         await _until_signal()
     finally:
         print("stopping the sandbox ...", flush=True)
-        await sandbox.stop()
+        with _patient_signals():
+            await sandbox.stop()
     print("sandbox stopped")
     return 0
 
@@ -215,7 +230,8 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
         print(f"[{0.0:7.1f}s] starting the sandbox in {root} (API, operator, kubelet)", flush=True)
         finished, _ = await _race_signal(own.start())
         if not finished:
-            await own.stop()
+            with _patient_signals():
+                await own.stop()
             return 130
         api = own.url
         print(f"[{time.monotonic() - started:7.1f}s] sandbox up: API {api}, kubeconfig {own.kubeconfig}", flush=True)
@@ -250,7 +266,8 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
         await client.close()
         if own is not None:
             print("stopping the sandbox ...", flush=True)
-            await own.stop()
+            with _patient_signals():
+                await own.stop()
             print("sandbox stopped", flush=True)
 
 
