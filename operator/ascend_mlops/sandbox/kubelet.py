@@ -21,6 +21,7 @@ group (`podrun.py` maps its paths, ports and env):
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import datetime
@@ -35,7 +36,6 @@ from typing import Any
 
 import aiohttp
 
-from ascend_mlops.api import contract
 from ascend_mlops.sandbox import podrun, scheduling
 from ascend_mlops.sandbox.apiserver import free_port
 from ascend_mlops.sandbox.client import APIStatusError, Client
@@ -254,8 +254,6 @@ class PodWorker:
                 continue
             data = dict(obj.get("data") or {})
             if kind == "Secret":
-                import base64
-
                 data = {k: base64.b64decode(v).decode() for k, v in data.items()}
                 data.update(obj.get("stringData") or {})
             found[(kind, name)] = data
@@ -339,7 +337,7 @@ class PodWorker:
             )
             terminated: dict[str, Any] = {
                 "exitCode": exit_code,
-                "reason": "Completed" if exit_code == 0 else ("Error" if code >= 0 else "Error"),
+                "reason": "Completed" if exit_code == 0 else "Error",
                 "startedAt": started_at, "finishedAt": now_rfc3339(),
                 "containerID": f"sandbox://{process.pid}",
             }
@@ -746,8 +744,3 @@ def allowed_images_from_settings(env: Mapping[str, str] | None = None) -> frozen
 
     settings = Settings.from_env(env)
     return frozenset({settings.trainer_image, settings.converter_image, settings.server_image})
-
-
-def is_project_command(container: Mapping[str, Any]) -> bool:
-    command = container.get("command") or [contract.ENTRYPOINT]
-    return bool(command) and command[0] == contract.ENTRYPOINT

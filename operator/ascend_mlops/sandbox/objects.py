@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import datetime
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -381,15 +381,3 @@ def jsonpath(obj: Any, path: str) -> list[Any]:
                     )
         current = following
     return current
-
-
-def deep_items(obj: Any) -> Iterable[str]:
-    """Every string anywhere in a JSON value (for rewriting paths)."""
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, Mapping):
-        for value in obj.values():
-            yield from deep_items(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            yield from deep_items(value)
