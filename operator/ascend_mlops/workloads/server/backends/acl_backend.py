@@ -89,7 +89,11 @@ class AclBackend(Backend):
         self.simulated = simulated
         self.device_id = device_id
         self._lock = threading.Lock()
-        self._bound_threads: set[int] = set()
+        # Which threads have this backend's context current. Thread-local, not a
+        # set of thread idents: Python reuses the ident of a finished thread, and a
+        # new thread with a recycled ident has no context yet.
+        self._bound = threading.local()
+        self._generation = 0
         self._owns_init = False
         self._device_set = False
         self._context: int | None = None
@@ -126,10 +130,9 @@ class AclBackend(Backend):
             raise AclError(call, ret, detail)
 
     def _bind_thread(self) -> None:
-        ident = threading.get_ident()
-        if ident not in self._bound_threads and self._context is not None:
+        if self._context is not None and getattr(self._bound, "generation", None) != self._generation:
             self._check("acl.rt.set_context", self.acl.rt.set_context(self._context))
-            self._bound_threads.add(ident)
+            self._bound.generation = self._generation
 
     # -- lifecycle -------------------------------------------------------------
     def load(self) -> None:
@@ -156,7 +159,8 @@ class AclBackend(Backend):
             context, ret = acl.rt.create_context(self.device_id)
             self._check("acl.rt.create_context", ret)
             self._context = context
-            self._bound_threads = {threading.get_ident()}
+            self._generation += 1
+            self._bound.generation = self._generation
             try:
                 self._load_model(om)
             except AclError as exc:
@@ -300,7 +304,7 @@ class AclBackend(Backend):
             if self._owns_init:
                 attempt("acl.finalize", acl.finalize())
                 self._owns_init = False
-            self._bound_threads = set()
+            self._generation += 1
             log.info("acl backend: released all ACL resources")
 
     # -- inference -------------------------------------------------------------
