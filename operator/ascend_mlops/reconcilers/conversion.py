@@ -19,7 +19,7 @@ from ascend_mlops.api.specs import (
 from ascend_mlops.builders import conversion as builder
 from ascend_mlops.builders.common import Owner
 from ascend_mlops.reconcilers import jobs, references
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
 KIND: Final = constants.MODEL_CONVERSION
 EVENT_CONDITIONS: Final = (
@@ -105,18 +105,11 @@ async def resolve_source(
 
 
 async def reconcile(rt: Runtime, key: Key) -> Result:
-    body = await rt.get(key)
-    if body is None:
-        rt.forget(key)
+    snap = await snapshot(rt, key)
+    if snap is None:
         return Result()
-    meta = body.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return Result()
-    owner = Owner.from_body(body)
-    now = rt.clock()
-    old_status: dict[str, Any] = dict(body.get("status") or {})
-    status = dict(old_status)
-    conditions = st.Conditions(old_status.get("conditions"), meta.get("generation"), now)
+    body, owner, now = snap.body, snap.owner, snap.now
+    old_status, status, conditions = snap.old_status, snap.status, snap.conditions
     if is_finished(old_status):
         await jobs.cleanup(rt, owner, builder.COMPONENT, CLEAN_POD_POLICY, [])
         return Result()
@@ -222,14 +215,7 @@ async def _finish(
     reason: str,
     message: str,
 ) -> Result:
-    status["completionTime"] = st.timestamp(now)
-    conditions.set(ConditionType.RUNNING, st.FALSE, reason, "finished")
-    conditions.set(ConditionType.SUCCEEDED, st.TRUE if succeeded else st.FALSE, reason, message)
-    restarting = conditions.get(ConditionType.RESTARTING)
-    if restarting is not None and restarting.get("status") == st.TRUE:
-        conditions.set(ConditionType.RESTARTING, st.FALSE, reason, "finished")
-    st.set_kstatus(conditions, reconciling=None, stalled=None if succeeded else reason, message=message)
-    status.update(phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, conditions=conditions.to_list())
+    jobs.mark_finished(status, conditions, now, succeeded, reason, message)
     await rt.write_status(key, body, status, EVENT_CONDITIONS)
     await jobs.cleanup(rt, owner, builder.COMPONENT, CLEAN_POD_POLICY, [])
     return Result()

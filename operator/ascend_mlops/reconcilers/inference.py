@@ -27,7 +27,7 @@ from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner, selector_l
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers import references
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
 KIND: Final = constants.INFERENCE_SERVICE
 EVENT_CONDITIONS: Final = (
@@ -197,18 +197,11 @@ def pod_problem(state: P.PodState) -> tuple[str, str] | None:
 
 
 async def reconcile(rt: Runtime, key: Key) -> Result:
-    body = await rt.get(key)
-    if body is None:
-        rt.forget(key)
+    snap = await snapshot(rt, key)
+    if snap is None:
         return Result()
-    meta = body.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return Result()
-    owner = Owner.from_body(body)
-    now = rt.clock()
-    old_status: dict[str, Any] = dict(body.get("status") or {})
-    status = dict(old_status)
-    conditions = st.Conditions(old_status.get("conditions"), meta.get("generation"), now)
+    body, owner = snap.body, snap.owner
+    status, conditions = snap.status, snap.conditions
 
     def not_ready(phase: str, reason: str, message: str, stalled: bool) -> None:
         conditions.set(ConditionType.READY, st.FALSE, reason, message)

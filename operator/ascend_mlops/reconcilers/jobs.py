@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from ascend_mlops import status as st
 from ascend_mlops.api import contract
-from ascend_mlops.api.constants import LABEL_REPLICA_INDEX, ConditionType, Reason
+from ascend_mlops.api.constants import LABEL_REPLICA_INDEX, ConditionType, Phase, Reason
 from ascend_mlops.builders.common import Owner, selector_labels
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers.runtime import Runtime
@@ -80,6 +80,25 @@ def failure_details(state: P.PodState) -> tuple[int | None, str, dict[str, Any]]
     if not error:
         error = state.message or state.reason or "the pod failed without a message"
     return code, error, summary
+
+
+def mark_finished(
+    status: dict[str, Any],
+    conditions: st.Conditions,
+    now: datetime.datetime,
+    succeeded: bool,
+    reason: str,
+    message: str,
+) -> None:
+    """The status of a job that ended: Succeeded True/False, Running and Restarting off, kstatus settled."""
+    status["completionTime"] = st.timestamp(now)
+    conditions.set(ConditionType.RUNNING, st.FALSE, reason, "finished")
+    conditions.set(ConditionType.SUCCEEDED, st.TRUE if succeeded else st.FALSE, reason, message)
+    restarting = conditions.get(ConditionType.RESTARTING)
+    if restarting is not None and restarting.get("status") == st.TRUE:
+        conditions.set(ConditionType.RESTARTING, st.FALSE, reason, "finished")
+    st.set_kstatus(conditions, reconciling=None, stalled=None if succeeded else reason, message=message)
+    status.update(phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, conditions=conditions.to_list())
 
 
 async def cleanup(rt: Runtime, owner: Owner, plan_component: str, policy: str, services: list[str]) -> None:

@@ -47,6 +47,41 @@ class Result:
 Reconciler = Callable[["Runtime", Key], Awaitable[Result]]
 
 
+@dataclass
+class Snapshot:
+    """One reconciliation's view of its object: the body, and the status being built from it."""
+
+    body: dict[str, Any]
+    meta: dict[str, Any]
+    owner: Owner
+    now: datetime.datetime
+    old_status: dict[str, Any]
+    status: dict[str, Any]
+    conditions: st.Conditions
+
+
+async def snapshot(rt: Runtime, key: Key) -> Snapshot | None:
+    """Read the object; None when it is gone (forgotten) or being deleted (its children go with it)."""
+    body = await rt.get(key)
+    if body is None:
+        rt.forget(key)
+        return None
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    now = rt.clock()
+    old_status: dict[str, Any] = dict(body.get("status") or {})
+    return Snapshot(
+        body=body,
+        meta=meta,
+        owner=Owner.from_body(body),
+        now=now,
+        old_status=old_status,
+        status=dict(old_status),
+        conditions=st.Conditions(old_status.get("conditions"), meta.get("generation"), now),
+    )
+
+
 class Runtime:
     """One per operator run (kept in Kopf's memo)."""
 

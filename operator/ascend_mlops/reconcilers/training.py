@@ -12,7 +12,7 @@ from ascend_mlops.api.specs import SpecError, StorageURI, TrainingJobSpec, parse
 from ascend_mlops.builders import training as builder
 from ascend_mlops.builders.common import Owner
 from ascend_mlops.reconcilers import jobs
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
 KIND: Final = constants.TRAINING_JOB
 EVENT_CONDITIONS: Final = (
@@ -61,18 +61,11 @@ def metrics_from_summary(summary: dict[str, Any]) -> dict[str, float | int]:
 
 
 async def reconcile(rt: Runtime, key: Key) -> Result:
-    body = await rt.get(key)
-    if body is None:
-        rt.forget(key)
+    snap = await snapshot(rt, key)
+    if snap is None:
         return Result()
-    meta = body.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return Result()
-    owner = Owner.from_body(body)
-    now = rt.clock()
-    old_status: dict[str, Any] = dict(body.get("status") or {})
-    status = dict(old_status)
-    conditions = st.Conditions(old_status.get("conditions"), meta.get("generation"), now)
+    body, owner, now = snap.body, snap.owner, snap.now
+    old_status, status, conditions = snap.old_status, snap.status, snap.conditions
     try:
         spec = parse_training_job(body.get("spec"))
     except SpecError as exc:
@@ -162,14 +155,7 @@ async def _finish(
     reason: str,
     message: str,
 ) -> Result:
-    status["completionTime"] = st.timestamp(now)
-    conditions.set(ConditionType.RUNNING, st.FALSE, reason, "finished")
-    conditions.set(ConditionType.SUCCEEDED, st.TRUE if succeeded else st.FALSE, reason, message)
-    restarting = conditions.get(ConditionType.RESTARTING)
-    if restarting is not None and restarting.get("status") == st.TRUE:
-        conditions.set(ConditionType.RESTARTING, st.FALSE, reason, "finished")
-    st.set_kstatus(conditions, reconciling=None, stalled=None if succeeded else reason, message=message)
-    status.update(phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, conditions=conditions.to_list())
+    jobs.mark_finished(status, conditions, now, succeeded, reason, message)
     await rt.write_status(key, body, status, EVENT_CONDITIONS)
     return await _finished(rt, key, {**body, "status": status}, owner, spec, status, conditions, now)
 
