@@ -1,58 +1,8 @@
-"""One progress line per epoch, easy for people to read and for tools to parse.
-
-    epoch 3/100 loss=0.8123 accuracy=0.6500 val_loss=0.9001 val_accuracy=0.6000 images/s=45.2 eta=1234s
-
-`val_*` appear on evaluation epochs only; `eta` assumes the run goes to the
-last epoch (early stopping can end it sooner).
-"""
+"""The trainer's progress line; the format is shared with the operator and lives in
+`ascend_mlops.api.progress` (re-exported here for the trainer's modules)."""
 
 from __future__ import annotations
 
-import dataclasses
-import re
+from ascend_mlops.api.progress import EpochProgress, parse
 
-_LINE_RE = re.compile(r"(?:^|\s)epoch (?P<epoch>\d+)/(?P<total>\d+)(?P<rest>(?: \S+=\S+)*)")
-
-
-@dataclasses.dataclass(frozen=True)
-class EpochProgress:
-    epoch: int
-    total_epochs: int
-    loss: float
-    accuracy: float
-    images_per_second: float
-    eta_seconds: float
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-    best: bool = False
-
-    def line(self) -> str:
-        parts = [f"epoch {self.epoch}/{self.total_epochs}", f"loss={self.loss:.4f}", f"accuracy={self.accuracy:.4f}"]
-        if self.val_loss is not None and self.val_accuracy is not None:
-            parts += [f"val_loss={self.val_loss:.4f}", f"val_accuracy={self.val_accuracy:.4f}"]
-        parts += [f"images/s={self.images_per_second:.1f}", f"eta={self.eta_seconds:.0f}s"]
-        if self.best:
-            parts.append("best=true")
-        return " ".join(parts)
-
-
-def parse(line: str) -> EpochProgress | None:
-    """The progress in a log line, or None if the line is something else."""
-    match = _LINE_RE.search(line.strip())
-    if not match:
-        return None
-    fields = dict(item.split("=", 1) for item in match.group("rest").split())
-    try:
-        return EpochProgress(
-            epoch=int(match.group("epoch")),
-            total_epochs=int(match.group("total")),
-            loss=float(fields["loss"]),
-            accuracy=float(fields["accuracy"]),
-            images_per_second=float(fields["images/s"]),
-            eta_seconds=float(fields["eta"].rstrip("s")),
-            val_loss=float(fields["val_loss"]) if "val_loss" in fields else None,
-            val_accuracy=float(fields["val_accuracy"]) if "val_accuracy" in fields else None,
-            best=fields.get("best") == "true",
-        )
-    except (KeyError, ValueError):
-        return None
+__all__ = ["EpochProgress", "parse"]
