@@ -4,7 +4,7 @@ Kopf watches and dispatches; the reconcilers read and write objects through this
 client, authenticated with the same credentials Kopf's login produced (kubeconfig
 or in-cluster service account), so there is one source of truth for "which
 cluster". It speaks plain JSON over aiohttp and knows only what the operator
-needs: get, list (by labels), create, merge-patch, delete.
+needs: get, list (by labels), create, merge-patch, delete, and a pod's log tail.
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        decode: bool = True,
     ) -> Any:
         if not self.server:
             raise ApiError(0, "NotConfigured", "the API client has no server yet (login has not happened)", method, path)
@@ -152,6 +153,8 @@ class KubeClient:
                     pass
                 error_cls = Conflict if response.status == 409 else ApiError
                 raise error_cls(response.status, reason, message, method, path)
+            if not decode:
+                return text
             return json.loads(text) if text else None
 
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -199,6 +202,14 @@ class KubeClient:
         """PUT the whole object; include metadata.resourceVersion to fail (409) on a concurrent change."""
         result = await self.request("PUT", resource_path(api_version, plural, namespace, name), body=dict(body))
         return result if isinstance(result, dict) else {}
+
+    async def read_pod_log(self, namespace: str, name: str, *, container: str, tail_lines: int) -> str:
+        """The last `tail_lines` lines of a container's log (plain text; RBAC: get pods/log)."""
+        params = {"container": container, "tailLines": str(tail_lines)}
+        result = await self.request(
+            "GET", resource_path("v1", "pods", namespace, name, "log"), params=params, decode=False
+        )
+        return str(result)
 
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> bool:
         """Delete in the background (children follow by owner references). False if already gone."""

@@ -11,6 +11,8 @@ verb) triples from:
   (`kopf.event`/`info`/`warn`/`exception` and handler progress posting),
   CRD and namespace scanning unless `settings.scanning.disabled = True`,
   peering unless `settings.peering.standalone = True` (or `standalone=True`).
+* Calls of the operator's API client's methods for one fixed resource
+  (`<...>client.read_pod_log`: get pods/log), see CLIENT_FIXED.
 * Calls of the operator's API client (`<...>client.get/list/create/patch/replace/delete`),
   whose api_version and plural arguments are evaluated; and calls of helper
   functions that pass their own api_version/plural parameters on to the
@@ -47,6 +49,10 @@ CLIENT_VERBS = {
     "patch": "patch",
     "replace": "update",
     "delete": "delete",
+}
+# KubeClient methods that always address the same resource -> what they need.
+CLIENT_FIXED: dict[str, set[tuple[str, str, str]]] = {
+    "read_pod_log": {("", "pods/log", "get")},
 }
 # KubeClient methods that make no API call of their own.
 CLIENT_LOCAL = {"configure", "close"}
@@ -253,9 +259,11 @@ def scan(package_dir: Path = PACKAGE_DIR, package: str = "ascend_mlops") -> Need
             client_call = _client_call(node)
             if receiver == "kopf" and method in EVENT_POSTERS:
                 needs.add({("", "events", "create")}, f"{where} kopf.{method}")
+            elif client_call is not None and method in CLIENT_FIXED:
+                needs.add(CLIENT_FIXED[method], f"{where} {receiver}.{method}")
             elif client_call is not None and method not in CLIENT_VERBS and method not in CLIENT_LOCAL:
                 raise ScanError(
-                    f"{where}: client.{method}() is not a known API verb; add it to CLIENT_VERBS in "
+                    f"{where}: client.{method}() is not a known API verb; add it to CLIENT_VERBS or CLIENT_FIXED in "
                     f"tests/chart/rbac_scan.py (raw client.request() cannot be analysed)"
                 )
             elif client_call is not None and method in CLIENT_VERBS:

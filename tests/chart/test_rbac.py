@@ -52,6 +52,7 @@ def test_the_scan_finds_the_operators_core_calls(needs: Needs) -> None:
     assert ("ascend.mlops.dev", "trainingjobs", "watch") in needs.namespaced
     assert ("ascend.mlops.dev", "inferenceservices/status", "patch") in needs.namespaced
     assert ("", "events", "create") in needs.namespaced
+    assert ("", "pods/log", "get") in needs.namespaced  # client.read_pod_log, via CLIENT_FIXED
     assert len(needs.namespaced) >= 15
 
 

@@ -86,6 +86,10 @@ cluster-scoped rules always go in the ClusterRole.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# A running TrainingJob's progress: the tail of its chief worker's log.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Headless Services of multi-worker training; the InferenceService's Service (replaced when it drifts).
 - apiGroups: [""]
   resources: ["services"]

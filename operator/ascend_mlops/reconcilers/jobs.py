@@ -57,6 +57,7 @@ class JobOutcome:
     message: str
     summary: dict[str, Any] = field(default_factory=dict)
     requeue_after: float | None = None
+    running_chief: str | None = None  # worker 0's pod while it runs: whose log shows progress
 
 
 def describe_exit(code: int | None) -> str:
@@ -245,6 +246,8 @@ async def drive(
         Reason.CREATED,
         f"{plan.workers} pod(s) for attempt {attempt + 1}",
     )
+    chief = current.get(0)
+    running_chief = chief.name if chief is not None and chief.phase == P.RUNNING and not chief.deleting else None
     all_running = not created_names and len(current) >= plan.workers and all(
         s.phase in (P.RUNNING, P.SUCCEEDED) for s in current.values()
     )
@@ -255,11 +258,11 @@ async def drive(
                 conditions.set(ConditionType.RESTARTING, st.FALSE, Reason.RUNNING, f"attempt {attempt + 1} is running")
         return JobOutcome(
             STATE_RUNNING, Reason.RUNNING, f"{plan.workers} pod(s) running (attempt {attempt + 1})",
-            requeue_after=deadline_left,
+            requeue_after=deadline_left, running_chief=running_chief,
         )
     problems = [msg for s in current.values() if (msg := P.pending_explanation(s))]
     message = "; ".join(problems) if problems else f"waiting for {plan.workers} pod(s) of attempt {attempt + 1} to start"
-    return JobOutcome(STATE_PENDING, Reason.PENDING, message, requeue_after=deadline_left)
+    return JobOutcome(STATE_PENDING, Reason.PENDING, message, requeue_after=deadline_left, running_chief=running_chief)
 
 
 def _count_workers(status: dict[str, Any], states: Any) -> None:

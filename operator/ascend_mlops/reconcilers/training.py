@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any, Final
 
 from ascend_mlops import status as st
-from ascend_mlops.api import constants, contract
+from ascend_mlops.api import constants, contract, progress
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
 from ascend_mlops.api.specs import SpecError, StorageURI, TrainingJobSpec, parse_training_job
 from ascend_mlops.builders import training as builder
@@ -14,7 +15,14 @@ from ascend_mlops.builders.common import Owner
 from ascend_mlops.reconcilers import jobs
 from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
+logger = logging.getLogger(__name__)
+
 KIND: Final = constants.TRAINING_JOB
+# How often a running job's progress is read from its chief's log: an epoch of
+# real training takes minutes, so this shows each one without loading the API server.
+PROGRESS_INTERVAL: Final = 15.0
+# Enough to span a few epochs' worth of other log lines (TensorFlow warnings, evaluation).
+LOG_TAIL_LINES: Final = 50
 EVENT_CONDITIONS: Final = (
     ConditionType.VALID,
     ConditionType.SUCCEEDED,
@@ -122,13 +130,44 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
             rt, key, body, owner, spec, status, conditions, now, False, outcome.reason, outcome.message
         )
 
+    requeue_after = outcome.requeue_after
+    if outcome.running_chief is not None:
+        reported = await read_progress(rt, owner.namespace, outcome.running_chief, status.get("progress"))
+        if reported is not None:
+            status["progress"] = reported
+        requeue_after = min(requeue_after, PROGRESS_INTERVAL) if requeue_after is not None else PROGRESS_INTERVAL
     running = outcome.state == jobs.STATE_RUNNING
     conditions.set(ConditionType.RUNNING, st.TRUE if running else st.FALSE, outcome.reason, outcome.message)
     conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, outcome.reason, outcome.message)
     st.set_kstatus(conditions, reconciling=outcome.reason, stalled=None, message=outcome.message)
     status.update(phase=Phase.RUNNING if running else Phase.PENDING, conditions=conditions.to_list())
     await rt.write_status(key, body, status, EVENT_CONDITIONS)
-    return Result(requeue_after=outcome.requeue_after)
+    return Result(requeue_after=requeue_after)
+
+
+async def read_progress(rt: Runtime, namespace: str, pod: str, old: Any) -> dict[str, Any] | None:
+    """status.progress from the last progress line in the chief pod's log tail.
+
+    None (keep the old progress) when the log cannot be read or has no progress
+    line yet: progress is a convenience and must never fail or slow the reconcile.
+    """
+    try:
+        text = await rt.client.read_pod_log(namespace, pod, container=builder.CONTAINER, tail_lines=LOG_TAIL_LINES)
+    except Exception as exc:  # API errors, timeouts, connection drops: all mean "not this time"
+        logger.debug("%s/%s: cannot read the log for progress: %s", namespace, pod, exc)
+        return None
+    lines = [p for line in text.splitlines() if (p := progress.parse(line)) is not None]
+    if not lines:
+        return None
+    found: dict[str, Any] = lines[-1].to_status()
+    if "valAccuracy" not in found:
+        # Validation runs on some epochs only: show the latest measured one.
+        measured = [p.val_accuracy for p in lines if p.val_accuracy is not None]
+        if measured:
+            found["valAccuracy"] = round(measured[-1], 4)
+        elif isinstance(old, dict) and isinstance(old.get("valAccuracy"), int | float):
+            found["valAccuracy"] = old["valAccuracy"]
+    return found
 
 
 async def _invalid(
