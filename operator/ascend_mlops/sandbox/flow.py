@@ -259,6 +259,10 @@ class ExampleRun:
         others = " ".join(f"{c.get('type')}={c.get('status')}" for c in conditions if c.get("type") != summary_type)
         phase = status.get("phase") or "-"
         text = phase
+        progress = status.get("progress") or {}
+        if phase == constants.Phase.RUNNING and progress.get("epoch") is not None:
+            # Not part of the change marker: the log lines below already show every epoch.
+            text += f" (epoch {progress['epoch']}/{progress.get('totalEpochs', '?')})"
         if summary:
             text += f"  {summary_type}={summary.get('status')} ({summary.get('reason', '')})"
             if summary.get("message"):
