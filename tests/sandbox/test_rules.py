@@ -174,3 +174,22 @@ def test_patches_and_selectors() -> None:
     obj = {"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Other", "status": "False"}]}}
     assert objects.jsonpath(obj, '.status.conditions[?(@.type=="Ready")].status') == ["True"]
     assert objects.field_selector_matches("status.conditions=x", obj) is False
+
+
+def test_the_interpreter_is_never_mapped_even_when_it_lives_under_a_mounted_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A venv under /tmp (a common place) while the pod mounts an emptyDir at /tmp:
+    # the interpreter is a host path and must run as it is.
+    monkeypatch.setattr(podrun.sys, "executable", "/tmp/venv/bin/python3")
+    pod = {"metadata": {"name": "w", "namespace": "ns"}, "spec": {"volumes": [{"name": "tmp", "emptyDir": {}}]}}
+    container = {
+        "name": "trainer",
+        "command": ["ascend-mlops"],
+        "args": ["train", "--output", "/tmp/out"],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    volumes = podrun.volume_dirs(pod, tmp_path / "data", tmp_path / "pod")
+    plan = podrun.plan_container(pod, container, volumes=volumes, pod_dir=tmp_path / "pod", ports={})
+    assert plan.argv[:3] == ["/tmp/venv/bin/python3", "-m", "ascend_mlops"]
+    assert plan.argv[plan.argv.index("--output") + 1] == str(volumes["tmp"] / "out")

@@ -230,9 +230,12 @@ def plan_container(
     mapping.append((message_path, str(termination_log)))
 
     command = list(container.get("command") or [contract.ENTRYPOINT])
-    if command and command[0] == contract.ENTRYPOINT:
-        command = [sys.executable, "-m", "ascend_mlops", *command[1:]]
     argv = [rewrite_paths(part, mapping) for part in command] + rewrite_args(container.get("args") or [], mapping, ports)
+    if command[0] == contract.ENTRYPOINT:
+        # The project's entry point runs with this interpreter. Substituted after the
+        # rewrite: the interpreter's own path (a venv under /tmp, say) is a host path,
+        # not a container path to map.
+        argv[:1] = [sys.executable, "-m", "ascend_mlops"]
 
     env = {key: os.environ[key] for key in HOST_ENV_PASSTHROUGH if key in os.environ}
     env["HOME"] = str(pod_dir)
