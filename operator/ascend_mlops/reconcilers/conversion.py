@@ -157,11 +157,9 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
     try:
         outcome = await jobs.drive(rt, owner, plan, status, conditions, now)
     except ChildConflict as exc:
-        conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, Reason.RECONCILE_ERROR, str(exc))
-        st.set_kstatus(conditions, reconciling=None, stalled=Reason.RECONCILE_ERROR, message=str(exc))
-        status.update(phase=Phase.PENDING, conditions=conditions.to_list())
+        jobs.mark_child_conflict(status, conditions, exc)
         await rt.write_status(key, body, status, EVENT_CONDITIONS)
-        return Result(requeue_after=30.0)
+        return Result(requeue_after=jobs.CONFLICT_RETRY_SECONDS)
 
     summary = outcome.summary
     command = summary.get(contract.SUMMARY_ATC_COMMAND)

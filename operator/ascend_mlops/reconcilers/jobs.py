@@ -83,6 +83,16 @@ def failure_details(state: P.PodState) -> tuple[int | None, str, dict[str, Any]]
     return code, error, summary
 
 
+CONFLICT_RETRY_SECONDS: Final = 30.0
+
+
+def mark_child_conflict(status: dict[str, Any], conditions: st.Conditions, exc: Exception) -> None:
+    """A child's name is taken by an object this job does not own: stalled until the user removes it."""
+    conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, Reason.RECONCILE_ERROR, str(exc))
+    st.set_kstatus(conditions, reconciling=None, stalled=Reason.RECONCILE_ERROR, message=str(exc))
+    status.update(phase=Phase.PENDING, conditions=conditions.to_list())
+
+
 def mark_finished(
     status: dict[str, Any],
     conditions: st.Conditions,
