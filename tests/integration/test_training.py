@@ -218,3 +218,24 @@ async def test_ttl_after_finished_deletes_the_job(cluster: Cluster, operator: Op
     await eventually(gone, what="TrainingJob deleted after its TTL")
     # cleanPodPolicy All removes even the succeeded pod (the API also collects it by owner reference).
     await eventually(lambda: _no_pods(cluster), what="pods deleted")
+
+
+async def test_a_foreign_object_holding_a_childs_name_stalls_the_job_with_the_fix(
+    cluster: Cluster, operator: Operator
+) -> None:
+    # Someone else's pod already has the worker's deterministic name: the operator must
+    # neither adopt nor delete it, and must say what is in the way.
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "flowers-worker-0"},
+        "spec": {"containers": [{"name": "other", "image": "busybox"}]},
+    }
+    await cluster.create(foreign)
+    await cluster.create(job())
+    stalled = await cluster.wait_condition(KIND, "flowers", "Stalled", "True", constants.Reason.RECONCILE_ERROR)
+    assert "flowers-worker-0 already exists and does not belong to TrainingJob flowers" in stalled["message"]
+    assert "delete or rename it" in stalled["message"]
+    pod = await cluster.pod("flowers-worker-0")
+    assert pod is not None and not pod["metadata"].get("ownerReferences")
+    assert (await cluster.get_cr(KIND, "flowers"))["status"]["phase"] == constants.Phase.PENDING  # type: ignore[index]
