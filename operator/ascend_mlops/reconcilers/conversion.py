@@ -29,7 +29,6 @@ EVENT_CONDITIONS: Final = (
     ConditionType.RESTARTING,
     ConditionType.STALLED,
 )
-REASON_SPEC_VALID: Final = Reason.SPEC_VALID
 CLEAN_POD_POLICY: Final = "Running"
 
 
@@ -123,7 +122,7 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         status.update(phase=Phase.INVALID, conditions=conditions.to_list())
         await rt.write_status(key, body, status, EVENT_CONDITIONS)
         return Result()
-    conditions.set(ConditionType.VALID, st.TRUE, REASON_SPEC_VALID, "")
+    conditions.set(ConditionType.VALID, st.TRUE, Reason.SPEC_VALID, "")
 
     try:
         source, output, recorded_source = await resolve_source(rt, key, spec, status)

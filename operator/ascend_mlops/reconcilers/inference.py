@@ -36,8 +36,6 @@ EVENT_CONDITIONS: Final = (
     ConditionType.READY,
     ConditionType.STALLED,
 )
-REASON_SPEC_VALID: Final = Reason.SPEC_VALID
-REASON_MODEL_RESOLVED: Final = Reason.MODEL_RESOLVED
 # Exit codes with which a server says "this model cannot be loaded"; restarting will not help.
 MODEL_LOAD_EXIT_CODES: Final = frozenset(
     {contract.EXIT_USAGE, contract.EXIT_INVALID_MODEL, contract.EXIT_TOOLKIT_MISSING, contract.EXIT_INVALID_PARAMETERS}
@@ -220,7 +218,7 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         not_ready(Phase.INVALID, Reason.INVALID_SPEC, str(exc), stalled=True)
         await rt.write_status(key, body, status, EVENT_CONDITIONS)
         return Result()
-    conditions.set(ConditionType.VALID, st.TRUE, REASON_SPEC_VALID, "")
+    conditions.set(ConditionType.VALID, st.TRUE, Reason.SPEC_VALID, "")
 
     try:
         model, record = await resolve_model(rt, key, spec)
@@ -233,7 +231,7 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         return Result()
     if rt.settings.simulator:
         record["simulated"] = True
-    conditions.set(ConditionType.SOURCE_READY, st.TRUE, REASON_MODEL_RESOLVED, f"serving {model.uri}")
+    conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"serving {model.uri}")
     status["model"] = record
 
     desired = builder.build_deployment(spec, owner, rt.settings, model)

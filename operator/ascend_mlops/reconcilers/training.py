@@ -29,7 +29,6 @@ EVENT_CONDITIONS: Final = (
     ConditionType.RESTARTING,
     ConditionType.STALLED,
 )
-REASON_SPEC_VALID: Final = Reason.SPEC_VALID
 ARTIFACT_KEYS: Final = (
     contract.ARTIFACT_FROZEN_GRAPH,
     contract.ARTIFACT_SAVED_MODEL,
@@ -81,7 +80,7 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
             # Finished jobs keep their result; a later edit cannot change what ran.
             return await _finished(rt, key, body, owner, None, status, conditions, now)
         return await _invalid(rt, key, body, status, conditions, str(exc))
-    conditions.set(ConditionType.VALID, st.TRUE, REASON_SPEC_VALID, "")
+    conditions.set(ConditionType.VALID, st.TRUE, Reason.SPEC_VALID, "")
     if is_finished(old_status):
         return await _finished(rt, key, body, owner, spec, status, conditions, now)
 
