@@ -193,3 +193,8 @@ def test_the_interpreter_is_never_mapped_even_when_it_lives_under_a_mounted_path
     plan = podrun.plan_container(pod, container, volumes=volumes, pod_dir=tmp_path / "pod", ports={})
     assert plan.argv[:3] == ["/tmp/venv/bin/python3", "-m", "ascend_mlops"]
     assert plan.argv[plan.argv.index("--output") + 1] == str(volumes["tmp"] / "out")
+
+    # Any other program is the image's too: kept as it is, its arguments mapped.
+    other = {**container, "command": ["/tmp/venv/bin/python3", "-c", "pass", "/tmp/in"], "args": []}
+    plan = podrun.plan_container(pod, other, volumes=volumes, pod_dir=tmp_path / "pod", ports={})
+    assert plan.argv == ["/tmp/venv/bin/python3", "-c", "pass", str(volumes["tmp"] / "in")]

@@ -230,12 +230,12 @@ def plan_container(
     mapping.append((message_path, str(termination_log)))
 
     command = list(container.get("command") or [contract.ENTRYPOINT])
-    argv = [rewrite_paths(part, mapping) for part in command] + rewrite_args(container.get("args") or [], mapping, ports)
-    if command[0] == contract.ENTRYPOINT:
-        # The project's entry point runs with this interpreter. Substituted after the
-        # rewrite: the interpreter's own path (a venv under /tmp, say) is a host path,
-        # not a container path to map.
-        argv[:1] = [sys.executable, "-m", "ascend_mlops"]
+    # The program comes from the "image", which in the sandbox is this machine: it is
+    # never a volume path, so it is not mapped (a venv under /tmp must not land in the
+    # pod's emptyDir at /tmp). Its arguments are the container's view and are mapped.
+    program = [sys.executable, "-m", "ascend_mlops"] if command[0] == contract.ENTRYPOINT else command[:1]
+    argv = program + [rewrite_paths(part, mapping) for part in command[1:]]
+    argv += rewrite_args(container.get("args") or [], mapping, ports)
 
     env = {key: os.environ[key] for key in HOST_ENV_PASSTHROUGH if key in os.environ}
     env["HOME"] = str(pod_dir)
