@@ -60,6 +60,26 @@ ENV_SIMULATOR: Final = "ASCEND_MLOPS_SIMULATOR"  # "1" enables the Ascend simula
 ENV_TF_CONFIG: Final = "TF_CONFIG"
 ENV_ASCEND_TOOLKIT_HOME: Final = "ASCEND_TOOLKIT_HOME"  # where CANN puts atc (bin/atc)
 ENV_DEVICE_ID: Final = "ASCEND_DEVICE_ID"
+# Local scratch space for object-storage downloads and staging (an emptyDir in pods).
+ENV_SCRATCH: Final = "ASCEND_MLOPS_SCRATCH"
+MOUNT_SCRATCH: Final = "/scratch"
+
+# Object storage (s3://, obs://): the standard AWS environment, so the same
+# commands work outside Kubernetes. The operator wires these from a Secret of
+# the same key names (secretKeyRef); the two credential keys are required there.
+ENV_AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
+ENV_AWS_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
+ENV_AWS_SESSION_TOKEN: Final = "AWS_SESSION_TOKEN"
+ENV_AWS_ENDPOINT_URL: Final = "AWS_ENDPOINT_URL"  # MinIO, Ceph RGW, OBS; unset: AWS (s3://) or OBS by region (obs://)
+ENV_AWS_DEFAULT_REGION: Final = "AWS_DEFAULT_REGION"
+ENV_S3_ADDRESSING_STYLE: Final = "S3_ADDRESSING_STYLE"  # path | virtual | auto
+STORAGE_SECRET_REQUIRED_KEYS: Final = (ENV_AWS_ACCESS_KEY_ID, ENV_AWS_SECRET_ACCESS_KEY)
+STORAGE_SECRET_OPTIONAL_KEYS: Final = (
+    ENV_AWS_SESSION_TOKEN,
+    ENV_AWS_ENDPOINT_URL,
+    ENV_AWS_DEFAULT_REGION,
+    ENV_S3_ADDRESSING_STYLE,
+)
 
 
 def simulator_enabled(env: Mapping[str, str] | None = None) -> bool:
@@ -80,6 +100,10 @@ EXIT_INVALID_DATASET: Final = 3  # missing/empty dataset, empty class, < 2 class
 EXIT_INVALID_PARAMETERS: Final = 4  # unknown/invalid hyperparameter or conversion option
 EXIT_INVALID_MODEL: Final = 5  # input model unusable (bad graph, missing node, ATC rejected it)
 EXIT_TOOLKIT_MISSING: Final = 6  # no CANN (atc/acl) and the simulator is off
+# Object storage could not be reached (connection refused, DNS, timeouts, 5xx
+# after retries): RETRYABLE, sysexits' EX_TEMPFAIL. Refusals (403, 404,
+# NoSuchBucket) are permanent and use the code of the input they concern.
+EXIT_STORAGE_UNAVAILABLE: Final = 75
 
 PERMANENT_EXIT_CODES: Final = frozenset(
     {EXIT_USAGE, EXIT_INVALID_DATASET, EXIT_INVALID_PARAMETERS, EXIT_INVALID_MODEL, EXIT_TOOLKIT_MISSING}
@@ -159,6 +183,9 @@ SUMMARY_ATC_COMMAND: Final = "atcCommand"
 SUMMARY_SIMULATED: Final = "simulated"
 SUMMARY_ERROR_CODES: Final = "errorCodes"
 SUMMARY_LOG_TAIL: Final = "logTail"
+# On an object-storage failure: {"code": "AccessDenied"|"NoSuchBucket"|"NoSuchKey"|
+# "EndpointUnreachable"|..., "bucket": ..., "key": ..., "endpoint": ...}
+SUMMARY_STORAGE_ERROR: Final = "storageError"
 
 ARTIFACT_FROZEN_GRAPH: Final = "frozenGraph"
 ARTIFACT_SAVED_MODEL: Final = "savedModel"

@@ -6,7 +6,7 @@ of two fields, supported URI schemes, cross-field rules) and turns the raw dict
 into dataclasses the builders can trust. Every error names the field, the bad
 value and the fix, e.g.::
 
-    spec.dataset.uri: unsupported scheme 'http'; use pvc://<claim>/<path> or file:///<path>
+    spec.dataset.uri: unsupported scheme 'http'; use pvc://<claim>/<path>, file:///<path>, s3://<bucket>/<prefix> or obs://<bucket>/<prefix>
 
 All errors of a spec are collected, so a user fixes them in one round.
 """
@@ -48,8 +48,13 @@ class SpecError(ValueError):
 # ---------------------------------------------------------------------------
 SCHEME_PVC: Final = "pvc"
 SCHEME_FILE: Final = "file"
-SUPPORTED_SCHEMES: Final = (SCHEME_PVC, SCHEME_FILE)
-URI_HINT: Final = "use pvc://<claim>/<path> or file:///<path>"
+SCHEME_S3: Final = "s3"
+SCHEME_OBS: Final = "obs"  # Huawei OBS, spoken through its S3-compatible API
+OBJECT_SCHEMES: Final = (SCHEME_S3, SCHEME_OBS)
+SUPPORTED_SCHEMES: Final = (SCHEME_PVC, SCHEME_FILE, *OBJECT_SCHEMES)
+URI_HINT: Final = "use pvc://<claim>/<path>, file:///<path>, s3://<bucket>/<prefix> or obs://<bucket>/<prefix>"
+# S3 bucket naming rules (3-63 characters, lowercase, digits, '.', '-'); OBS follows the same rules.
+_BUCKET: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SCHEME_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 _DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -60,7 +65,9 @@ class StorageURI:
 
     `pvc://<claim>/<path>`: `claim` is the PersistentVolumeClaim, `path` is relative
     to the claim's root ("" for the root). `file:///<path>`: `claim` is None and
-    `path` is absolute on the node.
+    `path` is absolute on the node. `s3://<bucket>/<prefix>` and
+    `obs://<bucket>/<prefix>`: `claim` is the bucket and `path` the key prefix
+    without a leading slash ("" for the whole bucket).
     """
 
     scheme: str
@@ -68,9 +75,18 @@ class StorageURI:
     path: str
 
     def __str__(self) -> str:
-        if self.scheme == SCHEME_PVC:
-            return f"pvc://{self.claim}/{self.path}" if self.path else f"pvc://{self.claim}"
+        if self.scheme != SCHEME_FILE:
+            return f"{self.scheme}://{self.claim}/{self.path}" if self.path else f"{self.scheme}://{self.claim}"
         return f"file://{self.path}"
+
+    @property
+    def is_object_storage(self) -> bool:
+        """s3:// or obs://: spoken by the workloads themselves, never mounted."""
+        return self.scheme in OBJECT_SCHEMES
+
+    @property
+    def bucket(self) -> str | None:
+        return self.claim if self.is_object_storage else None
 
     def join(self, *parts: str) -> StorageURI:
         """A location below this one; parts are relative paths ("V001/frozen_graph")."""
@@ -78,14 +94,14 @@ class StorageURI:
         for part in cleaned:
             if ".." in part.split("/"):
                 raise ValueError(f"refusing to join {part!r}: '..' would leave {self}")
-        if self.scheme == SCHEME_PVC:
+        if self.scheme != SCHEME_FILE:
             path = posixpath.join(self.path, *cleaned) if self.path else posixpath.join(*cleaned) if cleaned else ""
         else:
             path = posixpath.join(self.path, *cleaned)
         return StorageURI(self.scheme, self.claim, path)
 
     def parent(self) -> StorageURI:
-        if self.scheme == SCHEME_PVC:
+        if self.scheme != SCHEME_FILE:
             return StorageURI(self.scheme, self.claim, posixpath.dirname(self.path))
         return StorageURI(self.scheme, None, posixpath.dirname(self.path) or "/")
 
@@ -95,7 +111,7 @@ class StorageURI:
 
 
 def parse_storage_uri(value: object, path: str) -> StorageURI:
-    """Parse a `pvc://` or `file://` URI, or raise FieldError naming `path`."""
+    """Parse a `pvc://`, `file://`, `s3://` or `obs://` URI, or raise FieldError naming `path`."""
     if not isinstance(value, str) or not value.strip():
         raise FieldError(path, f"expected a storage URI, got {value!r}; {URI_HINT}")
     text = value.strip()
@@ -104,8 +120,7 @@ def parse_storage_uri(value: object, path: str) -> StorageURI:
         raise FieldError(path, f"{text!r} is not a URI; {URI_HINT}")
     scheme, rest = match.group(1).lower(), match.group(2)
     if scheme not in SUPPORTED_SCHEMES:
-        later = " (object storage is not supported yet)" if scheme in {"s3", "obs", "gs", "http", "https"} else ""
-        raise FieldError(path, f"unsupported scheme {scheme!r}{later}; {URI_HINT}")
+        raise FieldError(path, f"unsupported scheme {scheme!r}; {URI_HINT}")
     if scheme == SCHEME_FILE:
         if not rest.startswith("/"):
             raise FieldError(
@@ -115,6 +130,18 @@ def parse_storage_uri(value: object, path: str) -> StorageURI:
         if ".." in rest.split("/"):
             raise FieldError(path, f"{text!r} contains '..'; use a normalised absolute path")
         return StorageURI(SCHEME_FILE, None, "/" + normalised.lstrip("/"))
+    if scheme in OBJECT_SCHEMES:
+        bucket, _, key = rest.partition("/")
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise FieldError(
+                path,
+                f"{bucket!r} is not a bucket name (3-63 lowercase letters, digits, '.', '-'); "
+                f"use {scheme}://<bucket>/<prefix>",
+            )
+        keys = [p for p in key.split("/") if p and p != "."]
+        if ".." in keys:
+            raise FieldError(path, f"{text!r} contains '..'; use a plain key prefix")
+        return StorageURI(scheme, bucket, "/".join(keys))
     claim, _, sub = rest.partition("/")
     if not claim or not _DNS_SUBDOMAIN.match(claim) or len(claim) > 253:
         raise FieldError(
