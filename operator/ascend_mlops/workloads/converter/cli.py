@@ -21,6 +21,7 @@ from typing import Any
 
 from ascend_mlops.api import catalog, contract
 from ascend_mlops.ascend import atc, simmodel
+from ascend_mlops.workloads import objectstore
 from ascend_mlops.workloads.converter import options as conversion_options
 from ascend_mlops.workloads.converter import runner, templates
 from ascend_mlops.workloads.converter.options import Conversion, OptionError
@@ -32,12 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"conversion template (default {catalog.TEMPLATE_SEED}; available: {', '.join(templates.TEMPLATES)})",
     )
     parser.add_argument(
-        contract.FLAG_INPUT, required=True, metavar="PATH",
-        help=f"frozen graph: a directory holding {contract.FROZEN_GRAPH_FILE} (or one .pb), or the .pb file",
+        contract.FLAG_INPUT, required=True, metavar="PATH|URI",
+        help=f"frozen graph: a directory holding {contract.FROZEN_GRAPH_FILE} (or one .pb), or the .pb file; "
+        "local or s3:// / obs://",
     )
     parser.add_argument(
-        contract.FLAG_OUTPUT, required=True, metavar="DIR",
-        help=f"directory that receives {contract.OM_FILE} and {contract.MODEL_CONFIG_FILE}",
+        contract.FLAG_OUTPUT, required=True, metavar="DIR|URI",
+        help=f"directory that receives {contract.OM_FILE} and {contract.MODEL_CONFIG_FILE}; local or "
+        "s3:// / obs:// (uploaded with a manifest, written last)",
     )
     parser.add_argument(
         contract.FLAG_SET, action="append", default=[], metavar="OPTION=VALUE", dest="set",
@@ -147,8 +150,26 @@ def _convert(args: argparse.Namespace, summary: dict[str, Any]) -> int:
         overrides = conversion_options.parse_set_arguments(args.set)
     except (templates.UnknownTemplate, OptionError) as exc:
         raise _Failure(contract.EXIT_INVALID_PARAMETERS, str(exc)) from None
-    model = resolve_input(args.input, must_exist=not args.print_command)
-    output_dir = Path(args.output)
+    remote_output: objectstore.ObjectURI | None = None
+    source = args.input
+    if args.print_command:
+        model, output_dir = args.input, Path(args.output)
+    else:
+        remote_output = _remote(args.output, contract.FLAG_OUTPUT)
+        if remote_output is not None:
+            _storage(lambda: objectstore.check_bucket(remote_output, "write to"), contract.FLAG_OUTPUT,
+                     contract.EXIT_INVALID_PARAMETERS)
+        local_input = args.input
+        remote_input = _remote(args.input, contract.FLAG_INPUT)
+        if remote_input is not None:
+            local_input = str(_storage(
+                lambda: objectstore.fetch_input(
+                    remote_input, objectstore.scratch_dir("source"), what=f"{contract.FLAG_INPUT} {remote_input}"
+                ),
+                contract.FLAG_INPUT, contract.EXIT_INVALID_MODEL,
+            ))
+        model = resolve_input(local_input)
+        output_dir = objectstore.scratch_dir("om") if remote_output is not None else Path(args.output)
     try:
         conversion = conversion_options.build(template, overrides, model, str(output_dir))
     except OptionError as exc:
@@ -215,15 +236,41 @@ def _convert(args: argparse.Namespace, summary: dict[str, Any]) -> int:
         outputs = [_desc(d) for d in header.get("outputs", [])]
     elif simmodel.is_simulated(om_path):
         raise _Failure(1, f"the atc at {tool.where} wrote a SIMULATED model; a real ATC was expected")
-    config = _config(conversion, tool, inputs, outputs, model)
+    config = _config(conversion, tool, inputs, outputs, source if objectstore.is_object_uri(source) else model)
     config["graphChecked"] = graph_read
     tmp = config_path.with_name(f".{config_path.name}.tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     tmp.replace(config_path)
     kind = "SIMULATED model" if tool.simulated else "model"
-    _log(f"wrote {kind} {om_path} and {config_path}")
+    written = f"{om_path} and {config_path}"
+    if remote_output is not None:
+        _storage(
+            lambda: objectstore.upload_directory(output_dir, remote_output, what=f"{contract.FLAG_OUTPUT} {remote_output}"),
+            contract.FLAG_OUTPUT, contract.EXIT_INVALID_PARAMETERS,
+        )
+        written = f"{remote_output.join(contract.OM_FILE)} and {remote_output.join(contract.MODEL_CONFIG_FILE)}"
+    _log(f"wrote {kind} {written}")
     summary[contract.SUMMARY_MODEL] = contract.OM_FILE
     return contract.EXIT_OK
+
+
+def _remote(text: str, flag: str) -> objectstore.ObjectURI | None:
+    if not objectstore.is_object_uri(text):
+        return None
+    try:
+        return objectstore.parse(text, flag)
+    except ValueError as exc:
+        raise _Failure(contract.EXIT_USAGE, str(exc)) from None
+
+
+def _storage(action: Any, flag: str, refused_code: int) -> Any:
+    """Run an object-storage action; a failure becomes the input's exit code (refused) or 75 (unreachable)."""
+    try:
+        return action()
+    except objectstore.StorageError as exc:
+        raise _Failure(
+            objectstore.exit_code(exc, refused_code), f"{flag}: {exc}", {contract.SUMMARY_STORAGE_ERROR: exc.summary()}
+        ) from None
 
 
 def _atc_output(result: runner.AtcResult) -> dict[str, Any]:

@@ -141,10 +141,16 @@ class InferenceServer:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
+            model, labels = self.config.model, self.config.labels
+            if self.config.model_uri or self.config.labels_uri:
+                from ascend_mlops.workloads.server import remote
+
+                model, labels = await loop.run_in_executor(
+                    None, remote.fetch, self.config.model_uri, model, self.config.labels_uri, labels
+                )
+                self.backend.model_path = model
             await loop.run_in_executor(self._infer_executor, self.backend.load)
-            self.labels, self.labels_path = processing.resolve_labels(
-                self.config.labels, self.config.model, self.backend.num_classes
-            )
+            self.labels, self.labels_path = processing.resolve_labels(labels, model, self.backend.num_classes)
         except BaseException as exc:
             self.ready = False
             self.load_error = str(exc)

@@ -26,6 +26,7 @@ import signal
 from pathlib import Path
 
 from ascend_mlops.api import contract
+from ascend_mlops.workloads import objectstore
 from ascend_mlops.workloads.server import config as cfg
 from ascend_mlops.workloads.server.backends import BACKENDS, Backend, create_backend
 from ascend_mlops.workloads.server.config import ServerConfig
@@ -36,13 +37,14 @@ log = logging.getLogger("ascend_mlops.serve")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        contract.FLAG_MODEL, required=True, type=Path, metavar="PATH",
+        contract.FLAG_MODEL, required=True, metavar="PATH|URI",
         help="acl: a .om file or a directory holding model.om; tensorflow: a frozen graph "
-        "(.pb or frozen_graph dir) or a saved_model dir",
+        "(.pb or frozen_graph dir) or a saved_model dir; local or s3:// / obs:// (downloaded and checked "
+        "before the server reports ready)",
     )
     parser.add_argument(contract.FLAG_BACKEND, required=True, choices=BACKENDS, help="acl (Ascend NPU via pyACL) or tensorflow (CPU)")
     parser.add_argument(
-        contract.FLAG_LABELS, type=Path, default=None, metavar="FILE",
+        contract.FLAG_LABELS, default=None, metavar="FILE|URI",
         help="labels.txt, one class per line (default: labels.txt beside or up to 3 folders above the model, "
         "else class indices)",
     )
@@ -89,11 +91,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             device_id = int(raw)
         except ValueError as exc:
             raise ValueError(f"${contract.ENV_DEVICE_ID} must be a device number, got {raw!r}") from exc
+    model_uri = args.model if objectstore.is_object_uri(args.model) else None
+    labels_uri = args.labels if args.labels and objectstore.is_object_uri(args.labels) else None
+    for flag, uri in ((contract.FLAG_MODEL, model_uri), (contract.FLAG_LABELS, labels_uri)):
+        if uri:
+            objectstore.parse(uri, flag)  # ValueError naming the flag
     config = ServerConfig(
-        model=args.model,
+        # A remote model's local path is known once it is downloaded; until then, where it will go.
+        model=Path(contract.MOUNT_SCRATCH) if model_uri else Path(args.model),
         backend=args.backend,
         name=args.name,
-        labels=args.labels,
+        labels=None if labels_uri or not args.labels else Path(args.labels),
+        model_uri=model_uri,
+        labels_uri=labels_uri,
         host=args.host,
         port=args.port,
         max_batch_size=args.max_batch_size,
@@ -109,13 +119,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return config
 
 
-def _fail(config: ServerConfig, message: str, code: int, simulated: bool | None = None) -> int:
-    log.error("cannot serve %s: %s", config.model, message)
+def _fail(
+    config: ServerConfig, message: str, code: int, simulated: bool | None = None, storage: dict[str, str] | None = None
+) -> int:
+    model = config.model_uri or str(config.model)
+    log.error("cannot serve %s: %s", model, message)
     summary: dict[str, object] = {
         contract.SUMMARY_ERROR: message,
         contract.SUMMARY_EXIT_CODE: code,
-        contract.SUMMARY_MODEL: str(config.model),
+        contract.SUMMARY_MODEL: model,
     }
+    if storage:
+        summary[contract.SUMMARY_STORAGE_ERROR] = storage
     if simulated is not None:
         summary[contract.SUMMARY_SIMULATED] = simulated
     contract.write_summary(config.termination_log, summary)
@@ -150,6 +165,9 @@ async def serve(config: ServerConfig) -> int:
     if error is not None:
         await server.stop()
         stopped.cancel()
+        if isinstance(error, objectstore.StorageError):
+            code = objectstore.exit_code(error, contract.EXIT_INVALID_MODEL)
+            return _fail(config, str(error), code, backend.simulated, error.summary())
         if isinstance(error, ModelLoadError):
             return _fail(config, str(error), contract.EXIT_INVALID_MODEL, backend.simulated)
         log.exception("model load failed", exc_info=error)

@@ -31,6 +31,9 @@ class ServerConfig:
     termination_log: str | None = contract.DEFAULT_TERMINATION_LOG
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     preprocess_threads: int = 2
+    # s3:// / obs:// sources of `model` and `labels`, downloaded into them at load.
+    model_uri: str | None = None
+    labels_uri: str | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the option and the fix."""

@@ -20,9 +20,10 @@ from types import FrameType
 from typing import Any
 
 from ascend_mlops.api import catalog, contract
+from ascend_mlops.workloads import objectstore
 
 from . import dataset, distribute, params, versions
-from .errors import ParameterError, Terminated, TrainerError
+from .errors import DatasetError, ParameterError, StorageFailure, Terminated, TrainerError
 
 log = logging.getLogger("ascend_mlops.trainer")
 
@@ -36,8 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"model to train: {', '.join(catalog.ALGORITHMS)} (default: %(default)s)",
     )
-    parser.add_argument(contract.FLAG_DATA, required=True, metavar="DIR", help="dataset: one sub-directory of images per class")
-    parser.add_argument(contract.FLAG_OUTPUT, required=True, metavar="DIR", help="output root; the run adds the next version V001, V002, ...")
+    parser.add_argument(
+        contract.FLAG_DATA, required=True, metavar="DIR|URI",
+        help="dataset: one sub-directory of images per class; a local directory or s3://bucket/prefix, "
+        "obs://bucket/prefix (downloaded to scratch space first)",
+    )
+    parser.add_argument(
+        contract.FLAG_OUTPUT, required=True, metavar="DIR|URI",
+        help="output root, a local directory or s3:// / obs:// URI; the run adds the next version V001, V002, ...",
+    )
     parser.add_argument(
         contract.FLAG_TRAIN_RATIO,
         type=float,
@@ -56,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         contract.FLAG_WEIGHTS,
         default=None,
-        metavar="FILE",
-        help="warm start from a local Keras weights file (.h5 / .weights.h5); nothing is downloaded",
+        metavar="FILE|URI",
+        help="warm start from a Keras weights file (.h5 / .weights.h5), local or on s3:// / obs://",
     )
     parser.add_argument(
         contract.FLAG_SEED,
@@ -99,16 +107,48 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated("received SIGTERM")
 
 
-def _config(args: argparse.Namespace) -> params.TrainConfig:
+def _config(args: argparse.Namespace, *, data: Path, weights: str | None) -> params.TrainConfig:
     return params.TrainConfig(
         algorithm=params.algorithm(args.algorithm),
-        data=Path(args.data),
+        data=data,
         output=Path(args.output),
         train_ratio=params.train_ratio(args.train_ratio),
         hparams=params.hyperparameters(params.parse_assignments(args.set)),
         seed=args.seed,
-        weights=params.weights_file(args.weights),
+        weights=params.weights_file(weights),
     )
+
+
+def _storage_failure(exc: objectstore.StorageError, flag: str, refused_code: int) -> StorageFailure:
+    return StorageFailure(f"{flag}: {exc}", objectstore.exit_code(exc, refused_code), exc.summary())
+
+
+def _remote_output(text: str) -> objectstore.ObjectURI | None:
+    """The object-storage output root, checked to exist before hours of training; None for a directory."""
+    if not objectstore.is_object_uri(text):
+        return None
+    try:
+        root = objectstore.parse(text, contract.FLAG_OUTPUT)
+        objectstore.check_bucket(root, "write to")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    except objectstore.StorageError as exc:
+        raise _storage_failure(exc, contract.FLAG_OUTPUT, contract.EXIT_INVALID_PARAMETERS) from None
+    return root
+
+
+def _fetch(text: str | None, flag: str, purpose: str, refused: type[TrainerError]) -> str | None:
+    """A local path for `text`: itself, or where its object-storage copy was downloaded."""
+    if not text or not objectstore.is_object_uri(text):
+        return text
+    try:
+        uri = objectstore.parse(text, flag)
+        local = objectstore.fetch_input(uri, objectstore.scratch_dir(purpose), what=f"{flag} {uri}")
+    except ValueError as exc:
+        raise refused(str(exc)) from None
+    except objectstore.StorageError as exc:
+        raise _storage_failure(exc, flag, refused.exit_code) from None
+    return str(local)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         code = exc.exit_code
         summary = {contract.SUMMARY_ERROR: str(exc), contract.SUMMARY_EXIT_CODE: code}
+        if isinstance(exc, StorageFailure):
+            summary[contract.SUMMARY_STORAGE_ERROR] = exc.storage
     except Terminated as exc:
         log.error("stopped: %s", exc)
         code = exc.exit_code
@@ -150,7 +192,12 @@ def _train(config: params.TrainConfig, cluster: distribute.Cluster, split: datas
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    config = _config(args)
+    # Cheap checks first: a typo in a hyperparameter must not wait for a download.
+    _config(args, data=Path("."), weights=None)
+    remote_output = _remote_output(args.output)
+    data = _fetch(args.data, contract.FLAG_DATA, "dataset", DatasetError)
+    weights = _fetch(args.weights, contract.FLAG_WEIGHTS, "weights", ParameterError)
+    config = _config(args, data=Path(data or ""), weights=weights)
     cluster = distribute.from_env(os.environ)
     index = dataset.scan(config.data, size_hint=config.hparams.image_size)
     split = dataset.split(index, config.train_ratio, config.seed)
@@ -180,7 +227,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             "dataset": dataset_info,
         }
     try:
-        stage = versions.Staging(config.output)
+        stage: versions.Staging | versions.ObjectStaging = (
+            versions.ObjectStaging(remote_output) if remote_output is not None else versions.Staging(config.output)
+        )
     except OSError as exc:
         raise ParameterError(f"{contract.FLAG_OUTPUT} {config.output}: cannot write there: {exc}") from None
     # Everything from here on is written into the staging directory, which
@@ -190,11 +239,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         from . import publish
 
         version, metrics = publish.publish(stage, config, split, index, result)
+    except objectstore.StorageError as exc:
+        raise _storage_failure(exc, contract.FLAG_OUTPUT, contract.EXIT_INVALID_PARAMETERS) from None
     finally:
         stage.discard()
     log.info(
         "published %s: validation accuracy %.4f, loss %.4f after %d epoch(s) (best %d) in %.0fs",
-        config.output / version, metrics["accuracy"], metrics["loss"], result.epochs_run,
+        remote_output.join(version) if remote_output is not None else config.output / version, metrics["accuracy"], metrics["loss"], result.epochs_run,
         result.best_epoch, time.monotonic() - started,
     )
     return {

@@ -23,6 +23,15 @@ class ParameterError(TrainerError):
     exit_code = contract.EXIT_INVALID_PARAMETERS
 
 
+class StorageFailure(TrainerError):
+    """Object storage refused (permanent: the input's own code) or could not be reached (retryable 75)."""
+
+    def __init__(self, message: str, exit_code: int, storage: dict[str, str]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.storage = storage
+
+
 class Terminated(Exception):  # noqa: N818 - a signal, not an error of the run
     """SIGTERM arrived (pod deletion, deadline); the run stops and cleans up."""
 

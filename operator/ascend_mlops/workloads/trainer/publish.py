@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 RECALIBRATION_IMAGES = 512
 
 
-def publish(stage: versions.Staging, config: TrainConfig, split: Split, index: DatasetIndex, result: TrainResult) -> tuple[str, dict[str, Any]]:
+def publish(stage: versions.Staging | versions.ObjectStaging, config: TrainConfig, split: Split, index: DatasetIndex, result: TrainResult) -> tuple[str, dict[str, Any]]:
     """Write V### (atomically); return its name and the validation metrics."""
     hp = config.hparams
     model = export.export_model(config.algorithm, len(split.classes), hp.image_size, result.weights)

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from ascend_mlops.api import contract
+from ascend_mlops.workloads import objectstore
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +152,29 @@ class Staging:
         os.close(self._lock_fd)
         self._lock_fd = None
 
+
+
+class ObjectStaging:
+    """`Staging` for an `s3://`/`obs://` output root: stage in local scratch, publish by upload.
+
+    The version becomes visible only when its manifest is written, after every
+    other object (objectstore's completeness rule); a run killed mid-upload
+    leaves a version without a manifest, which readers refuse and whose number
+    the next run skips.
+    """
+
+    def __init__(self, root: objectstore.ObjectURI) -> None:
+        self.root = root
+        self.path = objectstore.scratch_dir("stage")
+        self.version: str | None = None
+
+    def publish(self) -> str:
+        claim = objectstore.VersionClaim(self.root)
+        self.version = claim.publish(self.path)
+        return self.version
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __str__(self) -> str:
+        return str(self.root)
