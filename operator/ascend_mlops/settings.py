@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ascend_mlops.api import catalog
+from ascend_mlops.api.specs import is_object_name, is_quantity
 
 PREFIX: Final = "ASCEND_MLOPS_"
 
@@ -31,6 +32,8 @@ ENV_SIMULATOR: Final = "ASCEND_MLOPS_SIMULATOR"
 ENV_METRICS_PORT: Final = "ASCEND_MLOPS_METRICS_PORT"
 ENV_HEALTH_PORT: Final = "ASCEND_MLOPS_HEALTH_PORT"
 ENV_LOG_FORMAT: Final = "ASCEND_MLOPS_LOG_FORMAT"
+ENV_STORAGE_SECRET: Final = "ASCEND_MLOPS_STORAGE_SECRET"
+ENV_SCRATCH_SIZE: Final = "ASCEND_MLOPS_SCRATCH_SIZE"
 
 DRIVER_MOUNTS_RUNTIME: Final = "runtime"
 DRIVER_MOUNTS_HOSTPATH: Final = "hostpath"
@@ -70,6 +73,11 @@ class Settings:
     metrics_port: int = 8000  # 0 disables the Prometheus endpoint
     health_port: int = 8080  # 0 disables the liveness endpoint
     log_format: str = "plain"
+    # Object storage (s3://, obs://): the Secret (same name in each resource's
+    # namespace) whose AWS_* keys the pods get when spec.storage.secretName is not
+    # set; "" wires none, and the pods use their own identity (IRSA, node role).
+    storage_secret: str = ""
+    scratch_size: str = "20Gi"  # sizeLimit of the scratch emptyDir object-storage pods download into
 
     @property
     def all_namespaces(self) -> bool:
@@ -112,6 +120,8 @@ class Settings:
             metrics_port=_port(ENV_METRICS_PORT, text(ENV_METRICS_PORT, str(defaults.metrics_port))),
             health_port=_port(ENV_HEALTH_PORT, text(ENV_HEALTH_PORT, str(defaults.health_port))),
             log_format=_choice(ENV_LOG_FORMAT, text(ENV_LOG_FORMAT, defaults.log_format).lower(), LOG_FORMATS),
+            storage_secret=_secret_name(text(ENV_STORAGE_SECRET, defaults.storage_secret)),
+            scratch_size=_size(ENV_SCRATCH_SIZE, text(ENV_SCRATCH_SIZE, defaults.scratch_size)),
         )
 
 
@@ -138,6 +148,21 @@ def _port(name: str, value: str) -> int:
     if not 0 <= port <= 65535:
         raise SettingsError(f"{name}={port} is out of range; use 1-65535, or 0 to disable")
     return port
+
+
+def _secret_name(value: str) -> str:
+    if value and not is_object_name(value):
+        raise SettingsError(
+            f"{ENV_STORAGE_SECRET}={value!r} is not a Secret name (lowercase letters, digits, '-', '.', "
+            "at most 253 characters); leave it empty to wire no Secret"
+        )
+    return value
+
+
+def _size(name: str, value: str) -> str:
+    if not is_quantity(value) or value.startswith("-"):
+        raise SettingsError(f"{name}={value!r} is not a size; use a quantity such as '20Gi' or '500Mi'")
+    return value
 
 
 def _namespaces(value: str) -> tuple[str, ...]:

@@ -193,10 +193,10 @@ async def _pods_are(cluster: Cluster, names: list[str]) -> bool:
 
 async def test_invalid_spec_is_a_condition_and_a_fix_is_picked_up(cluster: Cluster, operator: Operator) -> None:
     # The schema allows any URI scheme; the operator knows which it supports.
-    await cluster.create(job(dataset={"uri": "s3://bucket/flowers"}))
+    await cluster.create(job(dataset={"uri": "gs://bucket/flowers"}))
     invalid = await cluster.wait_condition(KIND, "flowers", "Valid", "False", "InvalidSpec")
-    assert invalid["message"].startswith("spec.dataset.uri: unsupported scheme 's3'")
-    assert "use pvc://<claim>/<path> or file:///<path>" in invalid["message"]
+    assert invalid["message"].startswith("spec.dataset.uri: unsupported scheme 'gs'")
+    assert "s3://<bucket>/<prefix> or obs://<bucket>/<prefix>" in invalid["message"]
     obj = await cluster.get_cr(KIND, "flowers")
     assert obj is not None and obj["status"]["phase"] == "Invalid"
     assert await pod_names(cluster) == []

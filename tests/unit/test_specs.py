@@ -57,8 +57,8 @@ def test_unsupported_scheme_names_field_and_fix() -> None:
     with pytest.raises(FieldError) as info:
         parse_storage_uri("http://example/flowers.tgz", "spec.dataset.uri")
     assert str(info.value) == (
-        "spec.dataset.uri: unsupported scheme 'http' (object storage is not supported yet); "
-        "use pvc://<claim>/<path> or file:///<path>"
+        "spec.dataset.uri: unsupported scheme 'http'; "
+        "use pvc://<claim>/<path>, file:///<path>, s3://<bucket>/<prefix> or obs://<bucket>/<prefix>"
     )
 
 
@@ -109,7 +109,7 @@ def test_training_job_collects_every_error() -> None:
         parse_training_job,
         training(
             algorithm={"name": "vgg16", "hyperparameters": {"epochs": 0, "lr": 0.1, "batch_size": 2.5}},
-            dataset={"uri": "s3://bucket/flowers", "trainRatio": 1.0},
+            dataset={"uri": "gs://bucket/flowers", "trainRatio": 1.0},
             workers=0,
             cleanPodPolicy="Sometimes",
         ),
@@ -119,7 +119,7 @@ def test_training_job_collects_every_error() -> None:
         "spec.algorithm.hyperparameters.epochs: 0 is outside [1, 10000]",
         "spec.algorithm.hyperparameters.lr: unknown hyperparameter",
         "spec.algorithm.hyperparameters.batch_size: expected an integer",
-        "spec.dataset.uri: unsupported scheme 's3'",
+        "spec.dataset.uri: unsupported scheme 'gs'",
         "spec.dataset.trainRatio: 1.0 must be less than 1",
         "spec.workers: 0 is below the minimum 1",
         "spec.cleanPodPolicy: unknown value 'Sometimes'",

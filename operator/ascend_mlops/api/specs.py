@@ -213,6 +213,24 @@ class PodOptions:
 
 
 @dataclass(frozen=True)
+class StorageOptions:
+    """`spec.storage`: how the pods reach object storage (s3://, obs://). None: the operator's default."""
+
+    secret_name: str | None = None  # a Secret in the resource's namespace with the AWS_* keys
+    scratch_size: str | None = None  # sizeLimit of the pod's scratch emptyDir, e.g. "20Gi"
+
+
+def is_quantity(text: str) -> bool:
+    """A Kubernetes resource quantity such as '500m', '6Gi' or '3'."""
+    return bool(_QUANTITY.match(text))
+
+
+def is_object_name(text: str) -> bool:
+    """A DNS-subdomain object name (Secrets, ConfigMaps, PVCs): lowercase, digits, '-', '.', <= 253."""
+    return len(text) <= 253 and bool(_K8S_NAME.match(text))
+
+
+@dataclass(frozen=True)
 class TrainingJobSpec:
     algorithm: str
     hyperparameters: Mapping[str, int | float]
@@ -227,6 +245,7 @@ class TrainingJobSpec:
     ttl_seconds_after_finished: int | None = None
     clean_pod_policy: str = "Running"
     pod: PodOptions = field(default_factory=PodOptions)
+    storage: StorageOptions = field(default_factory=StorageOptions)
 
 
 @dataclass(frozen=True)
@@ -240,6 +259,7 @@ class ModelConversionSpec:
     backoff_limit: int = DEFAULT_CONVERSION_BACKOFF_LIMIT
     active_deadline_seconds: int | None = None
     pod: PodOptions = field(default_factory=PodOptions)
+    storage: StorageOptions = field(default_factory=StorageOptions)
 
 
 @dataclass(frozen=True)
@@ -263,6 +283,7 @@ class InferenceServiceSpec:
     max_batch_delay_ms: float | None = None
     max_body_bytes: int | None = None
     pod: PodOptions = field(default_factory=PodOptions)
+    storage: StorageOptions = field(default_factory=StorageOptions)
 
 
 # ---------------------------------------------------------------------------
@@ -469,6 +490,31 @@ class _Reader:
             tolerations=tuple(tolerations),
         )
 
+    def storage_options(self, spec: Mapping[str, Any], path: str = "spec") -> StorageOptions:
+        raw = self.mapping(spec, "storage", path)
+        where = f"{path}.storage"
+        for extra in sorted(set(raw) - {"secretName", "scratchSize"}):
+            self.fail(f"{where}.{extra}", "unknown field; use secretName and scratchSize")
+        secret = self.string(
+            raw,
+            "secretName",
+            where,
+            pattern=_K8S_NAME,
+            hint="use the metadata.name of a Secret in this namespace (lowercase letters, digits, '-', '.')",
+        )
+        if secret is not None and len(secret) > 253:
+            self.fail(f"{where}.secretName", f"{secret!r} is longer than 253 characters")
+            secret = None
+        scratch: str | None = None
+        value = raw.get("scratchSize")
+        if value is not None and value != "":
+            text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            if not isinstance(text, str) or not is_quantity(text) or text.startswith("-"):
+                self.fail(f"{where}.scratchSize", f"{value!r} is not a size such as '20Gi' or '500Mi'")
+            else:
+                scratch = text
+        return StorageOptions(secret_name=secret, scratch_size=scratch)
+
     def raise_if_errors(self) -> None:
         if self.errors:
             raise SpecError(self.errors)
@@ -528,6 +574,7 @@ def parse_training_job(raw: object) -> TrainingJobSpec:
     ttl = r.integer(spec, "ttlSecondsAfterFinished", "spec", minimum=0)
     clean = r.string(spec, "cleanPodPolicy", "spec", default="Running", choices=CLEAN_POD_POLICIES)
     pod = r.pod_options(spec)
+    storage = r.storage_options(spec)
     if dataset_uri is not None and output_uri is not None and dataset_uri == output_uri:
         r.fail("spec.output.uri", "is the same location as spec.dataset.uri; write outputs to their own directory")
     r.raise_if_errors()
@@ -546,6 +593,7 @@ def parse_training_job(raw: object) -> TrainingJobSpec:
         ttl_seconds_after_finished=ttl,
         clean_pod_policy=clean or "Running",
         pod=pod,
+        storage=storage,
     )
 
 
@@ -615,6 +663,7 @@ def parse_model_conversion(raw: object) -> ModelConversionSpec:
     backoff = r.integer(spec, "backoffLimit", "spec", default=DEFAULT_CONVERSION_BACKOFF_LIMIT, minimum=0, maximum=100)
     deadline = r.integer(spec, "activeDeadlineSeconds", "spec", minimum=1)
     pod = r.pod_options(spec)
+    storage = r.storage_options(spec)
     r.raise_if_errors()
     return ModelConversionSpec(
         training_job_ref=ref,
@@ -626,6 +675,7 @@ def parse_model_conversion(raw: object) -> ModelConversionSpec:
         backoff_limit=DEFAULT_CONVERSION_BACKOFF_LIMIT if backoff is None else backoff,
         active_deadline_seconds=deadline,
         pod=pod,
+        storage=storage,
     )
 
 
@@ -667,6 +717,7 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
     max_delay = r.number(batching, "maxDelayMs", "spec.batching", minimum=0.0)
     max_body = r.integer(spec, "maxBodyBytes", "spec", minimum=1024)
     pod = r.pod_options(spec)
+    storage = r.storage_options(spec)
     if runtime == "acl" and accelerator is None:
         r.fail(
             "spec.accelerator.count",
@@ -688,4 +739,5 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
         max_batch_delay_ms=max_delay,
         max_body_bytes=max_body,
         pod=pod,
+        storage=storage,
     )
