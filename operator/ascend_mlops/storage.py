@@ -15,20 +15,29 @@ Mapping (documented in docs/operator.md):
   type `DirectoryOrCreate` for outputs, `Directory` for inputs. When the URI names
   a file, its parent directory is mounted and the container path is
   `<mount path>/<file name>`.
+* `s3://<bucket>/<prefix>` and `obs://<bucket>/<prefix>` -> no volume: the URI
+  itself is the container path (the workloads speak object storage). A pod with
+  at least one such location also gets `object_storage_access()`: a scratch
+  `emptyDir` at /scratch (`$ASCEND_MLOPS_SCRATCH`) to download into, and the
+  storage Secret's keys as `AWS_*` variables through `secretKeyRef` (only the
+  known keys, so nothing else in the Secret reaches the pod, and no value ever
+  appears in a manifest).
 """
 
 from __future__ import annotations
 
 import enum
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ascend_mlops.api import contract
-from ascend_mlops.api.specs import SCHEME_FILE, SCHEME_PVC, StorageURI
+from ascend_mlops.api.specs import SCHEME_FILE, SCHEME_PVC, StorageOptions, StorageURI
 
 # Not in the shared contract: labels are only ever mounted by the operator.
 MOUNT_LABELS: Final = "/mnt/labels"
+SCRATCH_VOLUME: Final = "scratch"
 
 
 class Role(enum.Enum):
@@ -58,6 +67,8 @@ class Mount:
 
 def mount(uri: StorageURI, role: Role, *, is_file: bool = False) -> Mount:
     """Resolve `uri` for `role`. `is_file` says the URI names a file, not a directory."""
+    if uri.is_object_storage:
+        return Mount(path=str(uri))
     name = f"{role.volume}-storage"
     volume_mount: dict[str, Any] = {"name": name, "mountPath": role.mount_path}
     if not role.writable:
@@ -94,3 +105,53 @@ def merge(*mounts: Mount) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         for vm in item.volume_mounts:
             volume_mounts.setdefault(vm["mountPath"], vm)
     return list(volumes.values()), list(volume_mounts.values())
+
+
+# ---------------------------------------------------------------------------
+# Object storage: scratch space and credentials
+# ---------------------------------------------------------------------------
+def uses_object_storage(uris: Iterable[StorageURI | None]) -> bool:
+    return any(uri is not None and uri.is_object_storage for uri in uris)
+
+
+def secret_name(options: StorageOptions, default: str) -> str | None:
+    """The Secret a resource's pods get: spec.storage.secretName, else the operator's default, else none."""
+    return options.secret_name or default or None
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a pod needs to reach object storage; empty when none of its locations is object storage."""
+
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = field(default_factory=list)
+    env: list[tuple[str, str]] = field(default_factory=list)  # literal values
+    secret_env: list[dict[str, Any]] = field(default_factory=list)  # valueFrom.secretKeyRef entries
+
+
+def secret_env(name: str) -> list[dict[str, Any]]:
+    """The Secret's AWS_* keys as env: the credentials required, the endpoint/region/style optional."""
+    entries = []
+    for key in (*contract.STORAGE_SECRET_REQUIRED_KEYS, *contract.STORAGE_SECRET_OPTIONAL_KEYS):
+        ref: dict[str, Any] = {"name": name, "key": key}
+        if key not in contract.STORAGE_SECRET_REQUIRED_KEYS:
+            ref["optional"] = True
+        entries.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return entries
+
+
+def object_storage_access(
+    uris: Iterable[StorageURI | None], options: StorageOptions, *, default_secret: str, default_scratch_size: str
+) -> Access:
+    """Scratch emptyDir + `$ASCEND_MLOPS_SCRATCH` + the Secret's keys, for a pod touching object storage."""
+    if not uses_object_storage(uris):
+        return Access()
+    volume = {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": options.scratch_size or default_scratch_size}}
+    volume_mount = {"name": SCRATCH_VOLUME, "mountPath": contract.MOUNT_SCRATCH}
+    name = secret_name(options, default_secret)
+    return Access(
+        volumes=[volume],
+        volume_mounts=[volume_mount],
+        env=[(contract.ENV_SCRATCH, contract.MOUNT_SCRATCH)],
+        secret_env=secret_env(name) if name else [],
+    )

@@ -90,6 +90,11 @@ cluster-scoped rules always go in the ClusterRole.
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# Object storage: the one Secret a resource names (spec.storage.secretName or storage.secretName),
+# read by name to check its key names before pods are created. Never listed or watched.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 # Headless Services of multi-worker training; the InferenceService's Service (replaced when it drifts).
 - apiGroups: [""]
   resources: ["services"]

@@ -108,3 +108,5 @@ class Reason:
     MODEL_LOAD_FAILED: Final = "ModelLoadFailed"
     UNSCHEDULABLE: Final = "Unschedulable"
     IMAGE_PULL_FAILED: Final = "ImagePullFailed"
+    # Object storage: the Secret named by spec.storage.secretName (or the default) or a required key is missing
+    STORAGE_SECRET_MISSING: Final = "StorageSecretMissing"

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ascend_mlops.api import constants, contract
-from ascend_mlops.api.specs import PodOptions
+from ascend_mlops.api.specs import PodOptions, StorageOptions, StorageURI
+from ascend_mlops.settings import Settings
+from ascend_mlops.storage import Access, object_storage_access
 
 ANNOTATION_SPEC_HASH: Final = f"{constants.GROUP}/spec-hash"
 # The owner's full name (labels are clipped to 63 characters) on pods that a
@@ -138,13 +140,34 @@ def env_list(*groups: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
 BASE_ENV: Final = (("HOME", "/tmp"), ("TF_CPP_MIN_LOG_LEVEL", "2"))
 
 
+def object_storage(uris: Iterable[StorageURI | None], options: StorageOptions, settings: Settings) -> Access:
+    """Scratch volume and Secret wiring for a pod whose locations include s3:// or obs:// (else empty)."""
+    return object_storage_access(
+        uris, options, default_secret=settings.storage_secret, default_scratch_size=settings.scratch_size
+    )
+
+
+def container_env(
+    base: Iterable[tuple[str, str]], user: Iterable[tuple[str, str]], access: Access
+) -> list[dict[str, Any]]:
+    """Literal env (user env wins), then the storage Secret's keys the user did not set literally.
+
+    A user may set e.g. AWS_ENDPOINT_URL in spec.env; a second entry of the same
+    name from the Secret would silently override or shadow it.
+    """
+    user = list(user)
+    literal: list[dict[str, Any]] = list(env_list(base, access.env, user))
+    named = {entry["name"] for entry in literal}
+    return literal + [entry for entry in access.secret_env if entry["name"] not in named]
+
+
 def workload_container(
     *,
     name: str,
     image: str,
     pull_policy: str,
     args: list[str],
-    env: list[dict[str, str]],
+    env: list[dict[str, Any]],
     volume_mounts: list[dict[str, Any]],
     resources: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:

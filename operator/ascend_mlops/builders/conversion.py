@@ -38,6 +38,7 @@ def build_pod(
     source_mount = mount(source, Role.SOURCE, is_file=source.name.endswith(FROZEN_GRAPH_SUFFIX))
     output_mount = mount(output, Role.OUTPUT)
     volumes, volume_mounts = merge(source_mount, output_mount)
+    access = common.object_storage((source, output), spec.storage, settings)
     tmp, tmp_mount = common.tmp_volume()
     env = list(common.BASE_ENV)
     if settings.simulator:
@@ -52,8 +53,8 @@ def build_pod(
             output=output_mount.path,
             options=spec.options,
         ),
-        env=common.env_list(env, spec.pod.env),
-        volume_mounts=[*volume_mounts, tmp_mount],
+        env=common.container_env(env, spec.pod.env, access),
+        volume_mounts=[*volume_mounts, *access.volume_mounts, tmp_mount],
         resources=spec.pod.resources,
     )
     return {
@@ -65,7 +66,7 @@ def build_pod(
         "spec": {
             "restartPolicy": "Never",
             "containers": [container],
-            "volumes": [*volumes, tmp],
+            "volumes": [*volumes, *access.volumes, tmp],
             "securityContext": common.pod_security_context(),
             "automountServiceAccountToken": False,
             **common.pod_scheduling(spec.pod),

@@ -114,6 +114,9 @@ def build_deployment(
         mounts.append(labels_mount)
         labels_path = labels_mount.path
     volumes, volume_mounts = merge(*mounts)
+    access = common.object_storage((model.uri, model.labels), spec.storage, settings)
+    volumes += access.volumes
+    volume_mounts += access.volume_mounts
     tmp, tmp_mount = common.tmp_volume()
     volumes.append(tmp)
     volume_mounts.append(tmp_mount)
@@ -140,7 +143,7 @@ def build_deployment(
         image=spec.pod.image or settings.server_image,
         pull_policy=settings.image_pull_policy,
         args=args,
-        env=common.env_list(env, spec.pod.env),
+        env=common.container_env(env, spec.pod.env, access),
         volume_mounts=volume_mounts,
         resources=_resources(spec),
     )

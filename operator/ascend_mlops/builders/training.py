@@ -50,6 +50,7 @@ def build_pod(
         mounts.append(weights)
         weights_path = weights.path
     volumes, volume_mounts = merge(*mounts)
+    access = common.object_storage((spec.dataset, spec.output, spec.weights), spec.storage, settings)
     tmp, tmp_mount = common.tmp_volume()
     args = contract.train_args(
         algorithm=spec.algorithm,
@@ -68,8 +69,8 @@ def build_pod(
         image=spec.pod.image or settings.trainer_image,
         pull_policy=settings.image_pull_policy,
         args=args,
-        env=common.env_list(env_base, spec.pod.env),
-        volume_mounts=[*volume_mounts, tmp_mount],
+        env=common.container_env(env_base, spec.pod.env, access),
+        volume_mounts=[*volume_mounts, *access.volume_mounts, tmp_mount],
         resources=spec.pod.resources,
     )
     if spec.workers > 1:
@@ -79,7 +80,7 @@ def build_pod(
         # The operator, not the kubelet, decides about retries: it needs to see every exit code.
         "restartPolicy": "Never",
         "containers": [container],
-        "volumes": [*volumes, tmp],
+        "volumes": [*volumes, *access.volumes, tmp],
         "securityContext": common.pod_security_context(),
         "automountServiceAccountToken": False,
         **common.pod_scheduling(spec.pod),

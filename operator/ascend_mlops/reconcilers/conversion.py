@@ -18,7 +18,7 @@ from ascend_mlops.api.specs import (
 )
 from ascend_mlops.builders import conversion as builder
 from ascend_mlops.builders.common import Owner
-from ascend_mlops.reconcilers import jobs, references
+from ascend_mlops.reconcilers import credentials, jobs, references
 from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
 KIND: Final = constants.MODEL_CONVERSION
@@ -152,6 +152,7 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
             builder.build_pod(spec, owner, rt.settings, source=source, output=output, attempt=attempt)
         ],
         container=builder.CONTAINER,
+        precheck=lambda: credentials.check_storage_secret(rt, owner.namespace, (source, output), spec.storage),
     )
     try:
         outcome = await jobs.drive(rt, owner, plan, status, conditions, now)

@@ -24,8 +24,8 @@ from ascend_mlops.api.specs import (
 )
 from ascend_mlops.builders import inference as builder
 from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner, selector_labels
+from ascend_mlops.reconcilers import credentials, references
 from ascend_mlops.reconcilers import pods as P
-from ascend_mlops.reconcilers import references
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
 from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
@@ -233,6 +233,14 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         record["simulated"] = True
     conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"serving {model.uri}")
     status["model"] = record
+
+    blocked = await credentials.check_storage_secret(rt, owner.namespace, (model.uri, model.labels), spec.storage)
+    if blocked is not None:
+        # No Deployment is created or changed until the pods could start; one already running keeps serving.
+        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, blocked.reason, blocked.message)
+        not_ready(Phase.NOT_READY, blocked.reason, blocked.message, stalled=False)
+        await rt.write_status(key, body, status, EVENT_CONDITIONS)
+        return Result(requeue_after=blocked.requeue_after)
 
     desired = builder.build_deployment(spec, owner, rt.settings, model)
     try:

@@ -11,7 +11,7 @@ exit code is retryable and `backoffLimit` allows, the next attempt starts.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -20,6 +20,7 @@ from ascend_mlops.api import contract
 from ascend_mlops.api.constants import LABEL_REPLICA_INDEX, ConditionType, Phase, Reason
 from ascend_mlops.builders.common import Owner, selector_labels
 from ascend_mlops.reconcilers import pods as P
+from ascend_mlops.reconcilers.credentials import Blocked
 from ascend_mlops.reconcilers.runtime import Runtime
 
 STATE_PENDING: Final = "Pending"
@@ -33,6 +34,7 @@ EXIT_MEANINGS: Final = {
     contract.EXIT_INVALID_PARAMETERS: "invalid parameters",
     contract.EXIT_INVALID_MODEL: "invalid model",
     contract.EXIT_TOOLKIT_MISSING: "Ascend toolkit missing",
+    contract.EXIT_STORAGE_UNAVAILABLE: "object storage unreachable",
     137: "killed (out of memory or evicted)",
     143: "terminated",
 }
@@ -48,6 +50,8 @@ class JobPlan:
     build_pods: Callable[[int], list[dict[str, Any]]]  # attempt -> pods
     services: list[dict[str, Any]] = field(default_factory=list)
     container: str | None = None
+    # Asked only when pods are about to be created: a reason not to create them yet.
+    precheck: Callable[[], Awaitable[Blocked | None]] | None = None
 
 
 @dataclass
@@ -219,15 +223,24 @@ async def drive(
         current = {}
         restarted = True
 
+    to_create = [
+        pod_body
+        for pod_body in plan.build_pods(attempt)
+        if int(pod_body["metadata"]["labels"].get(LABEL_REPLICA_INDEX, "0")) not in current
+    ]
+    if to_create and plan.precheck is not None:
+        blocked = await plan.precheck()
+        if blocked is not None:
+            # Nothing is created; a failed attempt is found again (and retried) once unblocked.
+            requeue = blocked.requeue_after if deadline_left is None else min(blocked.requeue_after, deadline_left)
+            return JobOutcome(STATE_PENDING, blocked.reason, blocked.message, requeue_after=requeue)
+
     # Make sure the attempt's Services and pods exist (create, or adopt what is there).
     for service in plan.services:
         await rt.create_child(owner, "v1", "services", service)
     missing_after_start = start is not None and not restarted and attempt == recorded
     created_names = []
-    for pod_body in plan.build_pods(attempt):
-        index = int(pod_body["metadata"]["labels"].get(LABEL_REPLICA_INDEX, "0"))
-        if index in current:
-            continue
+    for pod_body in to_create:
         if await rt.create_child(owner, "v1", "pods", pod_body):
             created_names.append(pod_body["metadata"]["name"])
     if created_names and missing_after_start:

@@ -12,7 +12,7 @@ from ascend_mlops.api.constants import ConditionType, Phase, Reason
 from ascend_mlops.api.specs import SpecError, StorageURI, TrainingJobSpec, parse_training_job
 from ascend_mlops.builders import training as builder
 from ascend_mlops.builders.common import Owner
-from ascend_mlops.reconcilers import jobs
+from ascend_mlops.reconcilers import credentials, jobs
 from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         build_pods=lambda attempt: builder.build_pods(spec, owner, rt.settings, attempt=attempt),
         services=builder.build_services(spec, owner),
         container=builder.CONTAINER,
+        precheck=lambda: credentials.check_storage_secret(
+            rt, owner.namespace, (spec.dataset, spec.output, spec.weights), spec.storage
+        ),
     )
     try:
         outcome = await jobs.drive(rt, owner, plan, status, conditions, now)
