@@ -7,6 +7,8 @@ which is what the kubelet checks before it runs anything.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -294,3 +296,71 @@ async def test_deleting_a_pod_kills_its_process_group(sandbox: Sandbox, client: 
 
 async def _no_processes(root: Path) -> bool:
     return sandbox_processes(root) == []
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+async def test_secret_key_refs_reach_the_process_and_a_missing_secret_waits(
+    sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(kubelet, "CONFIG_RETRY", 0.2)
+    out = tmp_path / "env.json"
+    code = (
+        "import json, os, sys\n"
+        "keys = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_ENDPOINT_URL', 'ASCEND_MLOPS_SCRATCH']\n"
+        "open(sys.argv[1], 'w').write(json.dumps({k: os.environ.get(k) for k in keys}))\n"
+        "open(os.path.join(os.environ['ASCEND_MLOPS_SCRATCH'], 'x'), 'w').write('scratch is writable')\n"
+    )
+
+    def ref(key: str, optional: bool = False) -> dict[str, Any]:
+        return {"name": key, "valueFrom": {"secretKeyRef": {"name": "store", "key": key, **({"optional": True} if optional else {})}}}
+
+    env = [
+        ref("AWS_ACCESS_KEY_ID"), ref("AWS_SECRET_ACCESS_KEY"),
+        ref("AWS_SESSION_TOKEN", optional=True), ref("AWS_ENDPOINT_URL", optional=True),
+        {"name": "ASCEND_MLOPS_SCRATCH", "value": "/scratch"},
+    ]
+    pod = python_pod(
+        "reader", code, str(out),
+        container={"env": env, "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
+    await client.create("v1", "pods", "default", pod)
+
+    async def waiting_for(reason: str, text: str) -> dict[str, Any] | None:
+        statuses = (await pod_status(client, "reader")).get("containerStatuses") or [{}]
+        state = statuses[0].get("state", {}).get("waiting", {})
+        return state if state.get("reason") == reason and text in state.get("message", "") else None
+
+    waiting = await eventually(lambda: waiting_for("CreateContainerConfigError", 'secret "store" not found'), what="the missing Secret")
+    assert (await pod_status(client, "reader"))["phase"] == "Pending"
+    # A Secret without a required key: the message names the key, never a value.
+    await client.create("v1", "secrets", "default", secret("store", {"AWS_ACCESS_KEY_ID": "AK-1234"}))
+    waiting = await eventually(
+        lambda: waiting_for("CreateContainerConfigError", "couldn't find key AWS_SECRET_ACCESS_KEY in Secret default/store"),
+        what="the missing key",
+    )
+    assert "AK-1234" not in waiting["message"]
+    events = [e for e in (await client.list("v1", "events", "default"))["items"] if e["involvedObject"]["name"] == "reader"]
+    assert any(e["reason"] == "Failed" and 'secret "store" not found' in e["message"] for e in events)
+    assert not any("AK-1234" in e["message"] for e in events)
+    # Once the Secret is complete the kubelet's retry starts the pod.
+    await client.delete("v1", "secrets", "default", "store")
+    await client.create(
+        "v1", "secrets", "default",
+        secret("store", {"AWS_ACCESS_KEY_ID": "AK-1234", "AWS_SECRET_ACCESS_KEY": "SK-5678", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}),
+    )
+    status = await eventually(lambda: finished(client, "reader"), what="the pod to run once its Secret is complete")
+    assert status["phase"] == "Succeeded", status
+    seen = json.loads(out.read_text())
+    assert seen["AWS_ACCESS_KEY_ID"] == "AK-1234" and seen["AWS_SECRET_ACCESS_KEY"] == "SK-5678"
+    assert seen["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert seen["AWS_SESSION_TOKEN"] is None  # optional, absent from the Secret: not set
+    assert seen["ASCEND_MLOPS_SCRATCH"] != "/scratch" and str(sandbox.root) in seen["ASCEND_MLOPS_SCRATCH"]
+    log = await client.request("GET", "/api/v1/namespaces/default/pods/reader/log")
+    assert "SK-5678" not in str(log)

@@ -198,3 +198,49 @@ def test_the_interpreter_is_never_mapped_even_when_it_lives_under_a_mounted_path
     other = {**container, "command": ["/tmp/venv/bin/python3", "-c", "pass", "/tmp/in"], "args": []}
     plan = podrun.plan_container(pod, other, volumes=volumes, pod_dir=tmp_path / "pod", ports={})
     assert plan.argv == ["/tmp/venv/bin/python3", "-c", "pass", str(volumes["tmp"] / "in")]
+
+
+def storage_env_container() -> dict[str, Any]:
+    def ref(key: str, optional: bool = False) -> dict[str, Any]:
+        selector: dict[str, Any] = {"name": "store", "key": key}
+        if optional:
+            selector["optional"] = True
+        return {"name": key, "valueFrom": {"secretKeyRef": selector}}
+
+    return {
+        "name": "trainer",
+        "env": [
+            ref("AWS_ACCESS_KEY_ID"), ref("AWS_SECRET_ACCESS_KEY"),
+            ref("AWS_SESSION_TOKEN", optional=True), ref("AWS_ENDPOINT_URL", optional=True),
+            {"name": "ASCEND_MLOPS_SCRATCH", "value": "/scratch"},
+        ],
+        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+    }
+
+
+def test_secret_key_refs_resolve_and_optional_keys_are_skipped(tmp_path: Path) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"volumes": [{"name": "scratch", "emptyDir": {}}]}}
+    container = storage_env_container()
+    lookup = {("Secret", "store"): {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}}
+    volumes = podrun.volume_dirs(pod, tmp_path / "data", tmp_path / "pod")
+    assert volumes["scratch"] == tmp_path / "pod" / "volumes" / "scratch" and volumes["scratch"].is_dir()
+    plan = podrun.plan_container(pod, container, volumes=volumes, pod_dir=tmp_path / "pod", ports={}, lookup=lookup)
+    assert (plan.env["AWS_ACCESS_KEY_ID"], plan.env["AWS_SECRET_ACCESS_KEY"]) == ("AK", "SK")
+    assert plan.env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"  # a URL is not a container path
+    assert "AWS_SESSION_TOKEN" not in plan.env  # optional and absent: skipped, as by the kubelet
+    assert plan.env["ASCEND_MLOPS_SCRATCH"] == str(volumes["scratch"])
+    # A whole optional Secret may be absent too.
+    optional = {"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "X", "optional": True}}}]}
+    assert "X" not in podrun.container_env(pod, optional, {})
+
+
+def test_a_missing_secret_or_required_key_is_the_kubelets_config_error() -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns"}}
+    container = storage_env_container()
+    with pytest.raises(podrun.PodConfigError, match='^secret "store" not found$') as missing:
+        podrun.container_env(pod, container, {})
+    assert missing.value.reason == "CreateContainerConfigError"
+    lookup = {("Secret", "store"): {"AWS_ACCESS_KEY_ID": "AK-VALUE"}}
+    with pytest.raises(podrun.PodConfigError, match="^couldn't find key AWS_SECRET_ACCESS_KEY in Secret ns/store$") as no_key:
+        podrun.container_env(pod, container, lookup)
+    assert "AK-VALUE" not in no_key.value.message

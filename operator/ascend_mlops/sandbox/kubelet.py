@@ -47,6 +47,7 @@ SCHEDULER = "default-scheduler"
 MAX_BACKOFF = 300.0
 INITIAL_BACKOFF = 10.0
 BACKOFF_RESET_AFTER = 600.0  # a container that ran this long starts its back-off over
+CONFIG_RETRY = 2.0  # seconds between attempts to start a pod whose Secret/ConfigMap/volume is not there yet
 MAX_GRACE = 10.0  # the sandbox does not wait the full 30 s default for a process to stop
 
 
@@ -204,24 +205,36 @@ class PodWorker:
                 if image not in self.kubelet.config.allowed_images:
                     await self._image_refused(container)
                     return
-            try:
-                volumes = podrun.volume_dirs(self.pod, self.kubelet.config.data_dir, self.dir)
-                for container in containers:
-                    for port in container.get("ports") or []:
-                        if "containerPort" in port and port["containerPort"] not in self.local_ports:
-                            self.local_ports[int(port["containerPort"])] = free_port()
-                lookup = await self._lookup_refs(containers)
-                for container in containers:
-                    self.plans[container["name"]] = podrun.plan_container(
-                        self.pod, container, volumes=volumes, pod_dir=self.dir, ports=self.local_ports,
-                        lookup=lookup, extra_env=self.kubelet.config.extra_env,
-                    )
-            except podrun.PodConfigError as e:
-                for container in containers:
-                    self.container_states[container["name"]] = {"waiting": {"reason": e.reason, "message": e.message}}
-                await self.kubelet.events.post(self.pod, "FailedMount" if e.reason == "ContainerCreating" else "Failed", e.message, kind="Warning", host=self._node)
-                await self.report()
-                return
+            last_error = ""
+            while True:
+                try:
+                    volumes = podrun.volume_dirs(self.pod, self.kubelet.config.data_dir, self.dir)
+                    for container in containers:
+                        for port in container.get("ports") or []:
+                            if "containerPort" in port and port["containerPort"] not in self.local_ports:
+                                self.local_ports[int(port["containerPort"])] = free_port()
+                    lookup = await self._lookup_refs(containers)
+                    for container in containers:
+                        self.plans[container["name"]] = podrun.plan_container(
+                            self.pod, container, volumes=volumes, pod_dir=self.dir, ports=self.local_ports,
+                            lookup=lookup, extra_env=self.kubelet.config.extra_env,
+                        )
+                    break
+                except podrun.PodConfigError as e:
+                    # Like the real kubelet: the pod waits with the reason, and is retried
+                    # (a Secret or ConfigMap created later lets it start).
+                    if e.message != last_error:
+                        last_error = e.message
+                        for container in containers:
+                            self.container_states[container["name"]] = {"waiting": {"reason": e.reason, "message": e.message}}
+                        reason = "FailedMount" if e.reason == "ContainerCreating" else "Failed"
+                        await self.kubelet.events.post(self.pod, reason, e.message, kind="Warning", host=self._node)
+                        await self.report()
+                    await asyncio.sleep(CONFIG_RETRY)
+                    if self._stopping:
+                        return
+            if last_error:
+                self.container_states.clear()
             await asyncio.gather(*(self._run_container(c) for c in containers))
         except asyncio.CancelledError:
             raise

@@ -191,10 +191,13 @@ def container_env(
                     if data is None or ref.get("key") not in data:
                         if ref.get("optional"):
                             break
-                        raise PodConfigError(
-                            "CreateContainerConfigError",
-                            f'couldn\'t find key {ref.get("key")} in {kind} {pod.get("metadata", {}).get("namespace")}/{ref.get("name")}',
+                        # The real kubelet's two messages (the key's value is never shown).
+                        namespace = pod.get("metadata", {}).get("namespace", "default")
+                        message = (
+                            f'{kind.lower()} "{ref.get("name")}" not found' if data is None
+                            else f'couldn\'t find key {ref.get("key")} in {kind} {namespace}/{ref.get("name")}'
                         )
+                        raise PodConfigError("CreateContainerConfigError", message)
                     env[name] = data[ref["key"]]
                     break
     return env
