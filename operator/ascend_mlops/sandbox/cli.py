@@ -30,7 +30,15 @@ from ascend_mlops.sandbox.cluster import (
     sandbox_processes,
 )
 from ascend_mlops.sandbox.datasets import DatasetError, check_dataset
-from ascend_mlops.sandbox.flow import Example, ExampleRun, FlowError, Report, RunOptions
+from ascend_mlops.sandbox.flow import (
+    Example,
+    ExampleRun,
+    FlowError,
+    Report,
+    RunOptions,
+    object_summary,
+)
+from ascend_mlops.sandbox.objectstorage import is_object_uri
 from ascend_mlops.sandbox.proxy import ANNOTATION_URL
 
 T = TypeVar("T")
@@ -208,6 +216,14 @@ def _print_report(report: Report, root: Path, api: str) -> None:
     print(f"try:        curl -F images=@{report.sample} {report.service_url}/")
     print(f"            open {report.service_url}/ in a browser to upload a photo")
     print(f"            KUBECONFIG={root / 'kubeconfig'} kubectl get {RESOURCES}")
+    if report.artifacts:
+        print("artifacts:" + (f"  (in the embedded S3 server {report.object_storage}, in memory: gone when the sandbox run ends)" if report.object_storage else ""))
+        for key, fields in report.artifacts.items():
+            for name, uri in fields.items():
+                where = ""
+                if report.object_storage and is_object_uri(uri):
+                    where = f"  [{object_summary(report, uri)}]"
+                print(f"  {key} {name}: {uri}{where}")
     print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in report.stages.items()))
     print(f"API {api}", flush=True)
 
@@ -268,7 +284,10 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
             print("stopping the sandbox ...", flush=True)
             with _patient_signals():
                 await own.stop()
+                flow.stop_storage()  # after the pods: none of them sees its storage vanish
             print("sandbox stopped", flush=True)
+        else:
+            flow.stop_storage()
 
 
 def _write_run(root: Path, report: Report) -> None:

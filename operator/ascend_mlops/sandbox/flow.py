@@ -1,7 +1,8 @@
 """`ascend-mlops sandbox run EXAMPLE`: apply an example, follow it, classify an image.
 
-The example folder holds the manifests and `sandbox.yaml` (the dataset step,
-the sample image, the order of resources and the quick/full profiles). The run
+The example folder holds the manifests and `sandbox.toml` (the dataset step,
+the sample image, the order of resources, the quick/full profiles and, for an
+example on object storage, the `[objectStorage]` table: see objectstorage.py). The run
 prints each resource's phase and conditions as they change, the training
 epochs, and the elapsed time; then it POSTs the sample image to the service and
 prints the prediction and the service URL.
@@ -10,6 +11,7 @@ prints the prediction and the service URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import re
@@ -24,8 +26,9 @@ import aiohttp
 import yaml
 
 from ascend_mlops.api import constants
-from ascend_mlops.sandbox import datasets
+from ascend_mlops.sandbox import datasets, objectstorage
 from ascend_mlops.sandbox.client import APIStatusError, Client, path_for
+from ascend_mlops.sandbox.cluster import ENV_SANDBOX
 from ascend_mlops.sandbox.objects import merge_patch
 from ascend_mlops.sandbox.proxy import ANNOTATION_URL
 
@@ -73,6 +76,20 @@ class Example:
         manifests.sort(key=position)
         return cls(folder, config, manifests)
 
+    def storage(self) -> objectstorage.StorageConfig | None:
+        """The `[objectStorage]` table (an embedded S3 server for the run), or None."""
+        table = self.config.get("objectStorage")
+        if not table:
+            return None
+        try:
+            config = objectstorage.StorageConfig.from_table(table, str(self.folder / EXAMPLE_FILE))
+        except objectstorage.ObjectStorageError as e:
+            raise FlowError(str(e)) from None
+        uri = str((self.config.get("dataset") or {}).get("uri") or "")
+        if objectstorage.is_object_uri(uri):
+            config.buckets.append(objectstorage.split_uri(uri)[0])
+        return config
+
     def profile(self, name: str) -> dict[str, Any]:
         profiles = self.config.get("profiles") or {}
         if name not in profiles:
@@ -87,7 +104,10 @@ def local_path_for_uri(root: Path, uri: str) -> Path:
         return data / "pvc" / uri.removeprefix("pvc://").strip("/")
     if uri.startswith("file://"):
         return Path(uri.removeprefix("file://"))
-    raise FlowError(f"the sandbox cannot place a dataset at {uri!r}: use a pvc:// or file:// URI")
+    raise FlowError(
+        f"the sandbox cannot place a dataset at {uri!r}: use a pvc:// or file:// URI, or an s3:// / obs:// one "
+        f"with an [objectStorage] table in {EXAMPLE_FILE}"
+    )
 
 
 def rewrite_file_uris(value: Any, root: Path) -> Any:
@@ -99,6 +119,16 @@ def rewrite_file_uris(value: Any, root: Path) -> Any:
     if isinstance(value, list):
         return [rewrite_file_uris(v, root) for v in value]
     return value
+
+
+def object_summary(report: Report, uri: str) -> str:
+    """`12 objects, 94.1 MB` under an s3:// / obs:// URI, from the listing the run took at the end."""
+    bucket, prefix = objectstorage.split_uri(uri)
+    wanted = f"s3://{bucket}/{prefix}".rstrip("/")
+    sizes = [size for key, size in report.objects.items() if key == wanted or key.startswith(wanted + "/")]
+    if not sizes:
+        return "MISSING from the embedded bucket"
+    return f"{len(sizes)} object{'s' if len(sizes) != 1 else ''}, {sum(sizes) / 1e6:.1f} MB"
 
 
 @dataclass
@@ -124,6 +154,13 @@ class Report:
     sample: str | None = None
     dataset: str | None = None
     dataset_source: str | None = None
+    object_storage: str | None = None  # the embedded S3 server's endpoint, while the run was up
+    # Where each resource's artifacts are ("TrainingJob/x" -> status field -> URI), and what
+    # the embedded bucket held at the end (URI -> size); gone from memory with the run.
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    objects: dict[str, int] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # each resource's final status
+    events: list[str] = field(default_factory=list)  # the namespace's events at the end
 
 
 class ExampleRun:
@@ -137,6 +174,8 @@ class ExampleRun:
         self._last_stage = self.started
         self._seen: dict[str, Any] = {}
         self._log_lines: dict[str, int] = {}
+        self.storage: objectstorage.EmbeddedS3 | None = None
+        self.storage_config: objectstorage.StorageConfig | None = None
 
     def say(self, message: str) -> None:
         self.out(f"[{time.monotonic() - self.started:7.1f}s] {message}")
@@ -148,10 +187,13 @@ class ExampleRun:
 
     # ------------------------------------------------------------------ dataset
     def prepare_dataset(self, example: Example) -> Path:
+        """Put the dataset where the TrainingJob reads it; returns its local folder."""
         config = example.config.get("dataset") or {}
         uri = str(config.get("uri") or "")
         if not uri:
             raise FlowError(f"{example.folder / EXAMPLE_FILE} names no dataset.uri")
+        if objectstorage.is_object_uri(uri):
+            return self._upload_dataset(config, uri)
         target = local_path_for_uri(self.root, uri)
         source: Path
         if self.options.data is not None:
@@ -180,6 +222,88 @@ class ExampleRun:
         self.report.dataset = str(source)
         self.say(f"dataset: {source} ({len(classes)} classes: {', '.join(classes)}; {count} images) -> {uri}")
         return target
+
+    def _upload_dataset(self, config: Mapping[str, Any], uri: str) -> Path:
+        """The dataset (--data, else downloaded or generated) uploaded into the embedded bucket."""
+        if self.storage is None or self.storage_config is None:
+            raise FlowError(f"the dataset is at {uri}, but the example has no [objectStorage] table in {EXAMPLE_FILE}")
+        source: Path
+        if self.options.data is not None:
+            source = self.options.data.resolve()
+            datasets.check_dataset(source)
+            self.report.dataset_source = "given (--data)"
+        else:
+            source = self._download_or_generate(config)
+        if self.options.max_per_class:
+            source = datasets.subset(source, self.root / "datasets" / f"subset-{self.options.max_per_class}", self.options.max_per_class)
+        classes = datasets.check_dataset(source)
+        count = sum(len(v) for v in classes.values())
+        self.report.dataset = str(source)
+        self.say(f"dataset: {source} ({len(classes)} classes: {', '.join(classes)}; {count} images) -> {uri}")
+        try:
+            objectstorage.upload_dataset(self.storage.endpoint, self.storage_config.region, source, uri, progress=self.say)
+        except objectstorage.ObjectStorageError as e:
+            raise FlowError(str(e)) from None
+        return source
+
+    # ------------------------------------------------------------------ object storage
+    async def start_storage(self, example: Example) -> None:
+        """The embedded S3 server, its buckets and the Secret, when the example asks for them."""
+        config = example.storage()
+        if config is None:
+            return
+        self.storage_config = config
+        self.storage = objectstorage.EmbeddedS3(
+            self.root / "logs", env={ENV_SANDBOX: str(self.root)}, region=config.region,
+        )
+        try:
+            endpoint = await self.storage.astart()
+            await asyncio.to_thread(self.storage.create_buckets, config.buckets)
+        except objectstorage.ObjectStorageError as e:
+            raise FlowError(str(e)) from None
+        self.report.object_storage = endpoint
+        self.say(
+            f"object storage: embedded S3 server {endpoint} (in memory, for this run), "
+            f"buckets {', '.join(dict.fromkeys(config.buckets)) or 'none'}; log {self.storage.log_path}"
+        )
+        secret = objectstorage.secret_manifest(config.secret_name, self.options.namespace, endpoint, config.region)
+        if await self.client.get("v1", "secrets", self.options.namespace, config.secret_name) is not None:
+            await self.client.delete("v1", "secrets", self.options.namespace, config.secret_name)
+        await self.client.create("v1", "secrets", self.options.namespace, secret)
+        self.say(
+            f"Secret/{config.secret_name}: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (dummies), AWS_ENDPOINT_URL={endpoint}, "
+            f"AWS_DEFAULT_REGION={config.region}, S3_ADDRESSING_STYLE=path"
+        )
+
+    def stop_storage(self) -> None:
+        if self.storage is not None:
+            self.storage.stop()
+
+    async def record_artifacts(self, current: Mapping[str, Mapping[str, Any]]) -> None:
+        """Each resource's artifact URIs from its status and, on object storage, what is there."""
+        for key, obj in current.items():
+            status = obj.get("status") or {}
+            self.report.resources[key] = status
+            found = {
+                f"{section}.{name}": value
+                for section in ("artifacts", "model")
+                for name, value in (status.get(section) or {}).items()
+                if isinstance(value, str) and "://" in value
+            }
+            if found:
+                self.report.artifacts[key] = found
+        if self.storage is not None and self.storage_config is not None:
+            listing: dict[str, int] = {}
+            for bucket in dict.fromkeys(self.storage_config.buckets):
+                listing.update(await asyncio.to_thread(self.storage.objects, f"s3://{bucket}"))
+            self.report.objects = listing
+        with contextlib.suppress(APIStatusError):
+            events = (await self.client.list("v1", "events", self.options.namespace)).get("items", [])
+            self.report.events = [
+                f"{e.get('type', '')} {e.get('involvedObject', {}).get('kind', '')}/{e.get('involvedObject', {}).get('name', '')} "
+                f"{e.get('reason', '')}: {e.get('message', '')}"
+                for e in events
+            ]
 
     def _download_or_generate(self, config: Mapping[str, Any]) -> Path:
         store = self.root / "datasets"
@@ -376,7 +500,8 @@ class ExampleRun:
 
     async def run(self) -> Report:
         example = Example.load(self.options.example)
-        dataset = self.prepare_dataset(example)
+        await self.start_storage(example)
+        dataset = await asyncio.to_thread(self.prepare_dataset, example)
         sample = self.sample_image(example, dataset)
         self.stage("dataset")
         manifests = self.prepared_manifests(example)
@@ -394,4 +519,5 @@ class ExampleRun:
         self.stage("prediction")
         self.report.prediction = prediction
         self.say(f"prediction for {sample.parent.name}/{sample.name}: {json.dumps(prediction)}")
+        await self.record_artifacts(await self._print_changes(manifests))
         return self.report
