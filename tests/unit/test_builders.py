@@ -12,6 +12,7 @@ from ascend_mlops.api.specs import (
 )
 from ascend_mlops.builders import common, conversion, inference, training
 from ascend_mlops.settings import Settings
+from ascend_mlops.storage import MOUNT_LABELS
 
 SETTINGS = Settings.from_env({})
 TJ = common.Owner(kind=constants.TRAINING_JOB, name="flowers", namespace="ml", uid="uid-tj")
@@ -280,3 +281,113 @@ def test_names_are_clipped_to_dns_labels() -> None:
     name = common.clip_name("a" * 80)
     assert len(name) == 63 and name == common.clip_name("a" * 80) and name != common.clip_name("a" * 81)
     assert inference.service_name("9lives")[0].isalpha()
+
+
+# --- object storage --------------------------------------------------------------------
+OBJECT_SETTINGS = Settings.from_env({"ASCEND_MLOPS_STORAGE_SECRET": "default-creds"})
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+
+
+def assert_object_storage_pod(pod_spec: dict[str, Any], secret: str | None, scratch: str = "20Gi") -> None:
+    container = pod_spec["containers"][0]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": scratch}} in pod_spec["volumes"]
+    assert {"name": "scratch", "mountPath": contract.MOUNT_SCRATCH} in container["volumeMounts"]
+    assert {"name": contract.ENV_SCRATCH, "value": contract.MOUNT_SCRATCH} in container["env"]
+    refs = secret_refs(container)
+    if secret is None:
+        assert refs == {}
+        return
+    assert set(refs) == {*contract.STORAGE_SECRET_REQUIRED_KEYS, *contract.STORAGE_SECRET_OPTIONAL_KEYS}
+    assert {ref["name"] for ref in refs.values()} == {secret}
+    assert all(ref.get("optional") is not True for k, ref in refs.items() if k in contract.STORAGE_SECRET_REQUIRED_KEYS)
+    assert all(ref["optional"] is True for k, ref in refs.items() if k in contract.STORAGE_SECRET_OPTIONAL_KEYS)
+    assert "envFrom" not in container  # only the known keys, nothing else in the Secret
+    assert_hardened(pod_spec)
+
+
+def test_training_pod_on_object_storage_has_no_volume_for_it() -> None:
+    spec = training_spec(
+        dataset={"uri": "obs://flowers-data/flowers"},
+        output={"uri": "s3://runs/flowers"},
+        algorithm={"name": "resnet_v1_50", "weights": "s3://models/resnet/ckpt.h5"},
+        storage={"secretName": "obs-creds", "scratchSize": "50Gi"},
+    )
+    pod = training.build_pod(spec, TJ, OBJECT_SETTINGS, index=0, attempt=0)
+    args = pod["spec"]["containers"][0]["args"]
+    for flag, value in (("--data", "obs://flowers-data/flowers"), ("--output", "s3://runs/flowers"),
+                        ("--weights", "s3://models/resnet/ckpt.h5")):
+        assert args[args.index(flag) + 1] == value
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["scratch", "tmp"]
+    assert_object_storage_pod(pod["spec"], "obs-creds", "50Gi")
+
+
+def test_mixed_pvc_and_object_storage_training_pod() -> None:
+    pod = training.build_pod(training_spec(output={"uri": "s3://runs/flowers"}), TJ, OBJECT_SETTINGS, index=0, attempt=0)
+    names = [v["name"] for v in pod["spec"]["volumes"]]
+    assert names == ["dataset-storage", "scratch", "tmp"]
+    assert_object_storage_pod(pod["spec"], "default-creds")
+
+
+def test_pvc_only_pods_get_no_scratch_and_no_secret() -> None:
+    pod = training.build_pod(training_spec(storage={"secretName": "obs-creds"}), TJ, OBJECT_SETTINGS, index=0, attempt=0)
+    assert "scratch" not in [v["name"] for v in pod["spec"]["volumes"]]
+    assert secret_refs(pod["spec"]["containers"][0]) == {}
+    assert all(e["name"] != contract.ENV_SCRATCH for e in pod["spec"]["containers"][0]["env"])
+
+
+def test_no_secret_anywhere_means_the_pods_own_identity() -> None:
+    pod = training.build_pod(training_spec(output={"uri": "s3://runs/flowers"}), TJ, SETTINGS, index=0, attempt=0)
+    assert_object_storage_pod(pod["spec"], None)
+
+
+def test_a_literal_env_entry_wins_over_the_secret_key() -> None:
+    spec = training_spec(
+        output={"uri": "s3://runs/flowers"}, env=[{"name": "AWS_ENDPOINT_URL", "value": "http://minio.ml:9000"}]
+    )
+    env = training.build_pod(spec, TJ, OBJECT_SETTINGS, index=0, attempt=0)["spec"]["containers"][0]["env"]
+    endpoint = [e for e in env if e["name"] == "AWS_ENDPOINT_URL"]
+    assert endpoint == [{"name": "AWS_ENDPOINT_URL", "value": "http://minio.ml:9000"}]
+
+
+def test_conversion_from_pvc_to_object_storage() -> None:
+    spec = parse_model_conversion({"source": {"trainingJobRef": {"name": "flowers"}}, "output": {"uri": "s3://models/flowers/om"}})
+    source = parse_storage_uri("pvc://data/runs/flowers/V001/frozen_graph", "f")
+    assert spec.output is not None
+    pod = conversion.build_pod(spec, MC, OBJECT_SETTINGS, source=source, output=spec.output, attempt=0)
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--input") + 1] == f"{contract.MOUNT_SOURCE}/runs/flowers/V001/frozen_graph"
+    assert args[args.index("--output") + 1] == "s3://models/flowers/om"
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["source-storage", "scratch", "tmp"]
+    assert_object_storage_pod(pod["spec"], "default-creds")
+
+
+def test_conversion_default_output_stays_in_the_bucket() -> None:
+    source = parse_storage_uri("obs://runs/flowers/V001/frozen_graph", "f")
+    assert str(conversion.default_output_for_source(source)) == "obs://runs/flowers/V001/om/model"
+
+
+def test_inference_from_object_storage_with_pvc_labels() -> None:
+    spec = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "storage": {"scratchSize": "2Gi"}}, OBJECT_SETTINGS)
+    model = inference.ResolvedModel(
+        parse_storage_uri("s3://models/flowers/om/model", "f"),
+        parse_storage_uri("pvc://data/runs/flowers/V001/labels.txt", "f"),
+        "acl",
+    )
+    deployment = inference.build_deployment(spec, IS, OBJECT_SETTINGS, model)
+    template = deployment["spec"]["template"]
+    args = template["spec"]["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "s3://models/flowers/om/model"
+    assert args[args.index("--labels") + 1] == f"{MOUNT_LABELS}/runs/flowers/V001/labels.txt"
+    assert [v["name"] for v in template["spec"]["volumes"]] == ["labels-storage", "scratch", "tmp"]
+    assert template["metadata"]["annotations"][constants.ANNOTATION_MODEL_DIGEST] == "s3://models/flowers/om/model"
+    assert_object_storage_pod(template["spec"], "default-creds", "2Gi")
+    # Another model in the bucket rolls the Deployment.
+    other = inference.ResolvedModel(parse_storage_uri("s3://models/flowers/V002/om/model", "f"), None, "acl")
+    rolled = inference.build_deployment(spec, IS, OBJECT_SETTINGS, other)
+    assert (
+        rolled["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH]
+        != deployment["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH]
+    )

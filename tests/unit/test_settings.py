@@ -21,6 +21,7 @@ def test_defaults_match_the_contract() -> None:
     assert cfg.simulator is False
     assert (cfg.metrics_port, cfg.health_port) == (8000, 8080)
     assert cfg.log_format == "plain"
+    assert (cfg.storage_secret, cfg.scratch_size) == ("", "20Gi")
 
 
 def test_every_variable_is_read() -> None:
@@ -39,6 +40,8 @@ def test_every_variable_is_read() -> None:
             s.ENV_METRICS_PORT: "0",
             s.ENV_HEALTH_PORT: "9090",
             s.ENV_LOG_FORMAT: "json",
+            s.ENV_STORAGE_SECRET: "obs-creds",
+            s.ENV_SCRATCH_SIZE: "100Gi",
         }
     )
     assert cfg.namespaces == ("ml", "team-b")
@@ -53,6 +56,7 @@ def test_every_variable_is_read() -> None:
     assert cfg.simulator is True
     assert (cfg.metrics_port, cfg.health_port) == (0, 9090)
     assert cfg.log_format == "json"
+    assert (cfg.storage_secret, cfg.scratch_size) == ("obs-creds", "100Gi")
 
 
 @pytest.mark.parametrize(
@@ -69,6 +73,9 @@ def test_every_variable_is_read() -> None:
         (s.ENV_METRICS_PORT, "http", "not a port"),
         (s.ENV_HEALTH_PORT, "70000", "out of range"),
         (s.ENV_LOG_FORMAT, "xml", "plain, json"),
+        (s.ENV_STORAGE_SECRET, "S3_Creds", "not a Secret name"),
+        (s.ENV_SCRATCH_SIZE, "lots", "not a size"),
+        (s.ENV_SCRATCH_SIZE, "-1Gi", "not a size"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_variable(name: str, value: str, fragment: str) -> None:

@@ -8,6 +8,7 @@ from ascend_mlops.api import catalog
 from ascend_mlops.api.specs import (
     FieldError,
     SpecError,
+    StorageOptions,
     StorageURI,
     parse_inference_service,
     parse_model_conversion,
@@ -43,6 +44,10 @@ def errors_of(fn: Any, *args: Any) -> str:
         ("pvc://data//a/./b/", StorageURI("pvc", "data", "a/b")),
         ("file:///srv/flowers", StorageURI("file", None, "/srv/flowers")),
         ("file:///srv/runs/../runs", None),
+        ("s3://runs/flowers/", StorageURI("s3", "runs", "flowers")),
+        ("obs://flowers-data", StorageURI("obs", "flowers-data", "")),
+        ("s3://Bad_Bucket/x", None),
+        ("obs://bucket/a/../b", None),
     ],
 )
 def test_storage_uris_parse(text: str, expected: StorageURI | None) -> None:
@@ -89,6 +94,37 @@ def test_uri_join_parent_and_str_round_trip() -> None:
         assert parse_storage_uri(str(uri), "f") == uri
     with pytest.raises(ValueError):
         root.join("../escape")
+
+
+def test_object_storage_uris_join_in_their_scheme() -> None:
+    root = parse_storage_uri("s3://bucket/runs/flowers", "f")
+    assert root.is_object_storage and root.bucket == "bucket"
+    assert str(root.join("V001/frozen_graph")) == "s3://bucket/runs/flowers/V001/frozen_graph"
+    assert str(parse_storage_uri("obs://bucket", "f").join("V002", "om/model")) == "obs://bucket/V002/om/model"
+
+
+# --- spec.storage (every kind) ---------------------------------------------------------
+def test_storage_options_on_every_kind() -> None:
+    storage = {"secretName": "obs-creds", "scratchSize": "50Gi"}
+    expected = StorageOptions(secret_name="obs-creds", scratch_size="50Gi")
+    assert parse_training_job(training(storage=storage)).storage == expected
+    conversion = {"source": {"uri": "s3://bucket/runs/V001/frozen_graph"}, "storage": storage}
+    assert parse_model_conversion(conversion).storage == expected
+    isvc = {"model": {"uri": "obs://bucket/runs/V001/om/model"}, "storage": storage}
+    assert parse_inference_service(isvc, RESOURCE).storage == expected
+    assert parse_training_job(training()).storage == StorageOptions()
+
+
+def test_storage_options_errors_name_the_field() -> None:
+    text = errors_of(
+        parse_training_job, training(storage={"secretName": "S3_Creds", "scratchSize": "huge", "bucket": "x"})
+    )
+    for fragment in (
+        "spec.storage.secretName: 'S3_Creds' is not valid",
+        "spec.storage.scratchSize: 'huge' is not a size",
+        "spec.storage.bucket: unknown field",
+    ):
+        assert fragment in text
 
 
 # --- TrainingJob -----------------------------------------------------------------------

@@ -3,8 +3,16 @@ from __future__ import annotations
 import pytest
 
 from ascend_mlops.api import contract
-from ascend_mlops.api.specs import parse_storage_uri
-from ascend_mlops.storage import MOUNT_LABELS, Role, merge, mount
+from ascend_mlops.api.specs import StorageOptions, parse_storage_uri
+from ascend_mlops.storage import (
+    MOUNT_LABELS,
+    Access,
+    Role,
+    merge,
+    mount,
+    object_storage_access,
+    secret_name,
+)
 
 
 def uri(text: str):  # type: ignore[no-untyped-def]
@@ -64,3 +72,50 @@ def test_merge_deduplicates_and_detects_clashes() -> None:
     assert [m["mountPath"] for m in mounts] == [contract.MOUNT_DATASET, contract.MOUNT_OUTPUT]
     with pytest.raises(ValueError):
         merge(a, mount(uri("pvc://other/flowers"), Role.DATASET))
+
+
+# --- object storage ---------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["s3://runs/flowers/V001/frozen_graph", "obs://flowers-data/flowers"])
+def test_object_storage_is_never_mounted_the_uri_is_the_path(text: str) -> None:
+    for role in Role:
+        m = mount(uri(text), role, is_file=role in (Role.LABELS, Role.WEIGHTS))
+        assert (m.volumes, m.volume_mounts, m.path) == ([], [], text)
+
+
+def test_object_storage_access_scratch_and_secret_key_refs() -> None:
+    access = object_storage_access(
+        [uri("pvc://data/flowers"), uri("s3://runs/flowers"), None],
+        StorageOptions(secret_name="s3-creds", scratch_size="5Gi"),
+        default_secret="default-creds",
+        default_scratch_size="20Gi",
+    )
+    assert access.volumes == [{"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}}]
+    assert access.volume_mounts == [{"name": "scratch", "mountPath": contract.MOUNT_SCRATCH}]
+    assert access.env == [(contract.ENV_SCRATCH, contract.MOUNT_SCRATCH)]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in access.secret_env}
+    assert list(refs) == [*contract.STORAGE_SECRET_REQUIRED_KEYS, *contract.STORAGE_SECRET_OPTIONAL_KEYS]
+    for key in contract.STORAGE_SECRET_REQUIRED_KEYS:
+        assert refs[key] == {"name": "s3-creds", "key": key}
+    for key in contract.STORAGE_SECRET_OPTIONAL_KEYS:
+        assert refs[key] == {"name": "s3-creds", "key": key, "optional": True}
+
+
+def test_object_storage_access_defaults_and_absence() -> None:
+    defaults = object_storage_access(
+        [uri("obs://bucket/x")], StorageOptions(), default_secret="default-creds", default_scratch_size="20Gi"
+    )
+    assert defaults.volumes == [{"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}}]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in defaults.secret_env} == {"default-creds"}
+    # No Secret anywhere: scratch only, the pod uses its own identity (IRSA).
+    own_identity = object_storage_access(
+        [uri("obs://bucket/x")], StorageOptions(), default_secret="", default_scratch_size="20Gi"
+    )
+    assert own_identity.volumes and own_identity.secret_env == []
+    # Nothing on object storage: nothing at all, even with a Secret named.
+    assert object_storage_access(
+        [uri("pvc://data/x"), uri("file:///srv/x")],
+        StorageOptions(secret_name="s3-creds"),
+        default_secret="default-creds",
+        default_scratch_size="20Gi",
+    ) == Access()
+    assert secret_name(StorageOptions(), "") is None
