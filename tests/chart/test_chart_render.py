@@ -111,6 +111,7 @@ def test_non_default_values_reach_the_operator_settings() -> None:
     assert settings.driver_mounts == settings_module.DRIVER_MOUNTS_HOSTPATH
     assert settings.simulator is True
     assert settings.log_format == "json"
+    assert (settings.storage_secret, settings.scratch_size) == ("obs-creds", "50Gi")
     container = operator_container(docs)
     assert container["image"] == "registry.example.com/mirror/ascend-mlops/operator:0.1.0-rc1"
 

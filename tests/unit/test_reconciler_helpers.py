@@ -88,6 +88,7 @@ def test_exit_descriptions() -> None:
     assert describe_exit(3) == "exit code 3 (invalid dataset)"
     assert describe_exit(137) == "exit code 137 (killed (out of memory or evicted))"
     assert describe_exit(42) == "exit code 42"
+    assert describe_exit(75) == "exit code 75 (object storage unreachable)"
 
 
 def test_summary_to_status() -> None:
