@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 REGION = "us-east-1"
 # Unauthenticated calls the server allows before it checks signatures: the three that make the user.
 _SETUP_CALLS = 3
@@ -73,7 +71,6 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_s3_server(log_path: Path) -> Iterator[S3Server]:
-    pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
     import boto3
 
     port = free_port()

@@ -11,6 +11,7 @@ from tests.s3server import S3Server, running_s3_server
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
     with running_s3_server(tmp_path_factory.mktemp("s3") / "moto.log") as server:
         yield server
 
