@@ -111,3 +111,17 @@ def test_obs_endpoint_from_region() -> None:
     assert objectstore.endpoint_for("s3", {"AWS_ENDPOINT_URL": "http://minio:9000"}).addressing == "path"
     with pytest.raises(ValueError, match="S3_ADDRESSING_STYLE"):
         objectstore.endpoint_for("s3", {"S3_ADDRESSING_STYLE": "sideways"})
+
+
+def test_obs_uris_speak_the_s3_api_at_the_configured_endpoint(s3_env: S3Server, tmp_path: Path) -> None:
+    """obs:// with AWS_ENDPOINT_URL set (what an OBS user sets for a private endpoint): same calls, same layout."""
+    bucket = _bucket(s3_env)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "labels.txt").write_text("daisy\nroses\n")
+    target = objectstore.parse(f"obs://{bucket}/models/m")
+    assert target.scheme == "obs"
+    objectstore.upload_directory(src, target)
+    assert s3_env.keys(bucket) == ["models/m/labels.txt", "models/m/manifest.json"]
+    local = objectstore.fetch_input(target.join("labels.txt"), tmp_path / "dst", what="--labels")
+    assert local.read_text() == "daisy\nroses\n"
