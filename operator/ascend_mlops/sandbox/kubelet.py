@@ -15,6 +15,9 @@ group (`podrun.py` maps its paths, ports and env):
   and the termination message, waiting `CrashLoopBackOff` with the kubelet's
   back-off for restartPolicy Always/OnFailure), startup/readiness/liveness
   probes (httpGet, tcpSocket) against the remapped port, podIP 127.0.0.1;
+* env from Secrets/ConfigMaps (`secretKeyRef`, `envFrom`, ...) is read from the API;
+  a missing one or a missing required key leaves the pod waiting in
+  `CreateContainerConfigError` with the real kubelet's message, retried until it is there;
 * deletion: the process group gets SIGTERM, then SIGKILL after the grace period.
 """
 
