@@ -669,6 +669,9 @@ class VersionClaim:
         return name
 
 
+_scratch_dirs: list[Path] = []
+
+
 def scratch_dir(purpose: str) -> Path:
     """A fresh directory for `purpose` under $ASCEND_MLOPS_SCRATCH (a pod's emptyDir) or the temp dir."""
     import tempfile
@@ -676,5 +679,15 @@ def scratch_dir(purpose: str) -> Path:
     base = os.environ.get(contract.ENV_SCRATCH) or None
     if base:
         Path(base).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=base))
+    path = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=base))
+    _scratch_dirs.append(path)
+    return path
+
+
+def remove_scratch() -> None:
+    """Delete the scratch directories this process made (a run outside a pod must not leave a dataset copy behind)."""
+    import shutil
+
+    while _scratch_dirs:
+        shutil.rmtree(_scratch_dirs.pop(), ignore_errors=True)
 

@@ -293,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         code = _convert(args, summary)
     except _Failure as failure:
+        objectstore.remove_scratch()
         print(f"[convert] ERROR: {failure.message}", file=sys.stderr, flush=True)
         summary[contract.SUMMARY_ERROR] = failure.message
         summary[contract.SUMMARY_EXIT_CODE] = failure.exit_code
@@ -300,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.print_command:
             contract.write_summary(args.termination_log, summary)
         return failure.exit_code
+    objectstore.remove_scratch()
     if not args.print_command:
         contract.write_summary(args.termination_log, summary)
     return code

@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         code = 1
         summary = {contract.SUMMARY_ERROR: f"{type(exc).__name__}: {exc}", contract.SUMMARY_EXIT_CODE: code}
     finally:
+        objectstore.remove_scratch()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     contract.write_summary(args.termination_log, summary)
