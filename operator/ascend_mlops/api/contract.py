@@ -23,6 +23,7 @@ CMD_TRAIN: Final = "train"
 CMD_CONVERT: Final = "convert"
 CMD_SERVE: Final = "serve"
 CMD_SANDBOX: Final = "sandbox"
+CMD_PREDICT: Final = "predict"
 
 # train
 FLAG_ALGORITHM: Final = "--algorithm"
@@ -49,6 +50,12 @@ FLAG_PORT: Final = "--port"
 FLAG_MAX_BATCH_SIZE: Final = "--max-batch-size"
 FLAG_MAX_BATCH_DELAY_MS: Final = "--max-batch-delay-ms"
 FLAG_MAX_BODY_BYTES: Final = "--max-body-bytes"
+
+# predict (BatchPrediction pods; --model/--backend/--labels/--input/--output as above)
+FLAG_SHARD: Final = "--shard"  # "i/N": this pod's deterministic share of the sorted inputs (0 <= i < N)
+FLAG_BATCH_SIZE: Final = "--batch-size"
+FLAG_TOP_K: Final = "--top-k"
+FLAG_TASK_ID: Final = "--task-id"  # names the result files (infer-result-<id>...)
 
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT: Final = 4096  # bytes Kubernetes keeps
@@ -141,6 +148,27 @@ INPUT_NODE: Final = "images"
 OUTPUT_NODE: Final = "logits"
 
 
+# BatchPrediction output (ModelArts' batch-service layout), under --output:
+#   infer-result-<id>.manifest            one JSON line per input, assembled once every shard succeeded
+#   infer-result-<id>/<image>_result.txt  the same JSON as the online POST /
+#   infer-result-<id>/.shards/<i>-of-<N>.jsonl   a finished shard's manifest lines (internal)
+# Manifest line: {"source": ..., "result": "SUCCESSFUL"|"FAILED", "inference-loc": ...} or
+#                {"source": ..., "result": "FAILED", "error_message": ...}
+BATCH_RESULT_PREFIX: Final = "infer-result-"
+BATCH_MANIFEST_SUFFIX: Final = ".manifest"
+BATCH_RESULT_SUFFIX: Final = "_result.txt"
+BATCH_IMAGE_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".bmp")
+BATCH_MAX_IMAGE_BYTES: Final = 12 * 1024 * 1024  # ModelArts' limit per image
+
+
+def batch_manifest_name(task_id: str) -> str:
+    return f"{BATCH_RESULT_PREFIX}{task_id}{BATCH_MANIFEST_SUFFIX}"
+
+
+def batch_results_dir(task_id: str) -> str:
+    return f"{BATCH_RESULT_PREFIX}{task_id}"
+
+
 def version_name(number: int) -> str:
     return f"{VERSION_PREFIX}{number:0{VERSION_DIGITS}d}"
 
@@ -169,6 +197,9 @@ METRICS_PATH: Final = "/metrics"
 #           "metrics": {"accuracy": 0.91, "loss": 0.3, "epochs": 12},
 #           "dataset": {"classes": 5, "train": 1554, "validation": 387, "skipped": 0},
 #           "error": "...", "exitCode": 3}                    # only on failure
+# predict: {"total": 250, "succeeded": 248, "failed": 2, "skipped": 0,   # this shard's inputs
+#           "imagesPerSecond": 41.3, "shard": "0/2",
+#           "manifest": "infer-result-<id>.manifest"}   # only from the shard that assembled it
 # convert: {"model": "model.om",                              # relative to --output
 #           "atcCommand": "atc --model=... ...", "simulated": false,
 #           "error": "...", "errorCodes": ["E10054"], "logTail": "..."}   # on failure
@@ -296,6 +327,34 @@ def convert_args(
 ) -> list[str]:
     args = [CMD_CONVERT, FLAG_TEMPLATE, template, FLAG_INPUT, input_path, FLAG_OUTPUT, output]
     args += _set_args(options)
+    args += [FLAG_TERMINATION_LOG, termination_log]
+    return args
+
+
+def predict_args(
+    *,
+    model: str,
+    backend: str,
+    input_path: str,
+    output: str,
+    shard: int,
+    shards: int,
+    task_id: str,
+    labels: str | None = None,
+    batch_size: int | None = None,
+    top_k: int | None = None,
+    termination_log: str = DEFAULT_TERMINATION_LOG,
+) -> list[str]:
+    args = [
+        CMD_PREDICT, FLAG_MODEL, model, FLAG_BACKEND, backend, FLAG_INPUT, input_path, FLAG_OUTPUT, output,
+        FLAG_SHARD, f"{shard}/{shards}", FLAG_TASK_ID, task_id,
+    ]
+    if labels:
+        args += [FLAG_LABELS, labels]
+    if batch_size is not None:
+        args += [FLAG_BATCH_SIZE, str(batch_size)]
+    if top_k is not None:
+        args += [FLAG_TOP_K, str(top_k)]
     args += [FLAG_TERMINATION_LOG, termination_log]
     return args
 

@@ -75,3 +75,38 @@ def parse(line: str) -> EpochProgress | None:
     except (KeyError, ValueError):
         return None
 
+
+
+# ---------------------------------------------------------------------------
+# `ascend-mlops predict`: one line every few seconds and at the end of a shard.
+#     predict 120/250 succeeded=118 failed=2 images/s=41.3
+# (done/total of this shard's inputs; skipped results of an earlier attempt count as done.)
+# ---------------------------------------------------------------------------
+_PREDICT_RE = re.compile(
+    r"(?:^|\s)predict (?P<done>\d+)/(?P<total>\d+) succeeded=(?P<ok>\d+) failed=(?P<bad>\d+) "
+    r"images/s=(?P<rate>[0-9.]+)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchProgress:
+    done: int
+    total: int
+    succeeded: int
+    failed: int
+    images_per_second: float
+
+    def line(self) -> str:
+        return (
+            f"predict {self.done}/{self.total} succeeded={self.succeeded} failed={self.failed} "
+            f"images/s={self.images_per_second:.1f}"
+        )
+
+
+def parse_batch(line: str) -> BatchProgress | None:
+    match = _PREDICT_RE.search(line.strip())
+    if not match:
+        return None
+    return BatchProgress(
+        int(match["done"]), int(match["total"]), int(match["ok"]), int(match["bad"]), float(match["rate"])
+    )
