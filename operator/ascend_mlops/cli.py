@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "convert a frozen graph to an Ascend .om model with ATC (ModelConversion pods)",
     ),
     "serve": ("ascend_mlops.workloads.server.cli", "serve a model over HTTP (InferenceService pods)"),
+    "predict": (
+        "ascend_mlops.workloads.batch.cli",
+        "classify a folder or .manifest of images, one shard of a batch (BatchPrediction pods)",
+    ),
     "sandbox": ("ascend_mlops.sandbox.cli", "run the whole flow on this machine, no cluster needed"),
 }
 

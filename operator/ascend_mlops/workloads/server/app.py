@@ -356,9 +356,7 @@ class InferenceServer:
         read_s = time.perf_counter() - started
         result, stages = await self._classify(data)
         t_post = time.perf_counter()
-        probabilities = processing.softmax(result.logits)
-        scores = processing.top_k(probabilities, self.labels, top)
-        body = json.dumps({"predicted_label": scores[0][0], "scores": [[label, score] for label, score in scores]})
+        body = json.dumps(processing.classification(result.logits, self.labels, top))
         finished = time.perf_counter()
         timings = {"read": read_s, **stages, "postprocess": finished - t_post, "total": finished - started}
         self.metrics.observe_stages(timings)

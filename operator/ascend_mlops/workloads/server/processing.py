@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -60,6 +61,11 @@ def to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
+def prepare(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """decode + to_input: image bytes -> the model's float32 HWC input (InvalidInput for a bad image)."""
+    return to_input(decode(data, size), size)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - np.max(logits, axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -72,6 +78,13 @@ def top_k(probabilities: np.ndarray, labels: list[str], k: int = DEFAULT_TOP_K) 
     k = max(1, min(k, probabilities.shape[-1]))
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [(labels[i], float(probabilities[i])) for i in order]
+
+
+def classification(logits: np.ndarray, labels: list[str], k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+    """One image's logits -> the ModelArts answer of `POST /` (and of a batch `<image>_result.txt`):
+    {"predicted_label": label, "scores": [[label, probability], ...]} with the k most probable first."""
+    scores = top_k(softmax(logits), labels, k)
+    return {"predicted_label": scores[0][0], "scores": [[label, score] for label, score in scores]}
 
 
 # ---------------------------------------------------------------------------
