@@ -23,7 +23,7 @@ from ascend_mlops import metrics
 from ascend_mlops.api import constants
 from ascend_mlops.builders.common import ANNOTATION_OWNER_NAME
 from ascend_mlops.kube import KubeClient, close_quietly
-from ascend_mlops.reconcilers import conversion, inference, training
+from ascend_mlops.reconcilers import batch, conversion, inference, training
 from ascend_mlops.reconcilers.runtime import Key, Runtime
 from ascend_mlops.settings import Settings, SettingsError
 
@@ -33,6 +33,7 @@ RECONCILERS = {
     constants.TRAINING_JOB: training.reconcile,
     constants.MODEL_CONVERSION: conversion.reconcile,
     constants.INFERENCE_SERVICE: inference.reconcile,
+    constants.BATCH_PREDICTION: batch.reconcile,
 }
 KINDS_BY_PLURAL = {plural: kind for kind, plural in constants.PLURALS.items()}
 
@@ -114,6 +115,11 @@ async def model_conversion_event(memo: kopf.Memo, namespace: str | None, name: s
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.INFERENCE_SERVICE])
 async def inference_service_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
     await _object_event(memo, constants.INFERENCE_SERVICE, namespace, name, type)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.BATCH_PREDICTION])
+async def batch_prediction_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+    await _object_event(memo, constants.BATCH_PREDICTION, namespace, name, type)
 
 
 def owner_key(body: Mapping[str, Any]) -> Key | None:

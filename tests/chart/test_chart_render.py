@@ -46,10 +46,10 @@ def test_default_values_render_the_operator_and_the_crds() -> None:
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
         ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
-        + ["CustomResourceDefinition"] * 3
+        + ["CustomResourceDefinition"] * len(constants.PLURALS)
     )
     crd_kinds = {d["spec"]["names"]["kind"] for d in of_kind(docs, "CustomResourceDefinition")}
-    assert crd_kinds == {constants.TRAINING_JOB, constants.MODEL_CONVERSION, constants.INFERENCE_SERVICE}
+    assert crd_kinds == set(constants.PLURALS)
     for doc in docs:
         if doc["kind"] not in {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]

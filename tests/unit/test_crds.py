@@ -19,6 +19,7 @@ import yaml
 
 from ascend_mlops.api import catalog, constants
 from ascend_mlops.api.specs import (
+    parse_batch_prediction,
     parse_inference_service,
     parse_model_conversion,
     parse_training_job,
@@ -121,8 +122,8 @@ def example_docs() -> list[tuple[str, dict[str, Any]]]:
 
 # --- the CRDs themselves -----------------------------------------------------------------
 def test_one_crd_per_kind_with_names_scope_and_status() -> None:
-    assert set(CRDS) == {constants.TRAINING_JOB, constants.MODEL_CONVERSION, constants.INFERENCE_SERVICE}
-    assert len(list(CRD_DIR.glob("*.yaml"))) == 3
+    assert set(CRDS) == set(constants.PLURALS)
+    assert len(list(CRD_DIR.glob("*.yaml"))) == len(constants.PLURALS)
     all_short_names: list[str] = []
     for kind, crd in CRDS.items():
         assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
@@ -198,6 +199,8 @@ def test_every_example_is_admitted_and_parses(name: str, doc: dict[str, Any]) ->
         parse_training_job(admitted["spec"])
     elif doc["kind"] == constants.MODEL_CONVERSION:
         parse_model_conversion(admitted["spec"])
+    elif doc["kind"] == constants.BATCH_PREDICTION:
+        parse_batch_prediction(admitted["spec"], catalog.DEFAULT_ACCELERATOR_RESOURCE)
     else:
         parse_inference_service(admitted["spec"], catalog.DEFAULT_ACCELERATOR_RESOURCE)
 
@@ -223,6 +226,10 @@ def test_flowers_examples_mirror_the_seed() -> None:
     assert isvc["model"]["conversionRef"]["name"] == docs[constants.MODEL_CONVERSION]["metadata"]["name"]
     assert isvc["accelerator"] == {"resource": "huawei.com/Ascend310", "count": 1}
     assert isvc["resources"]["limits"] == {"cpu": "3", "memory": "6Gi"}
+    bp = admit(docs[constants.BATCH_PREDICTION])["spec"]
+    assert bp["model"]["conversionRef"]["name"] == docs[constants.MODEL_CONVERSION]["metadata"]["name"]
+    assert bp["input"]["uri"] == tj["dataset"]["uri"] and bp["parallelism"] == 2
+    assert bp["output"]["uri"].startswith("pvc://flowers-data/")
 
 
 def test_defaults_are_applied() -> None:

@@ -103,12 +103,12 @@ cluster-scoped rules always go in the ClusterRole.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "update"]
-# The three kinds: watched and read; delete for ttlSecondsAfterFinished.
+# The four kinds: watched and read; delete for ttlSecondsAfterFinished.
 - apiGroups: ["ascend.mlops.dev"]
-  resources: ["inferenceservices", "modelconversions", "trainingjobs"]
+  resources: ["batchpredictions", "inferenceservices", "modelconversions", "trainingjobs"]
   verbs: ["get", "list", "watch", "delete"]
 - apiGroups: ["ascend.mlops.dev"]
-  resources: ["inferenceservices/status", "modelconversions/status", "trainingjobs/status"]
+  resources: ["batchpredictions/status", "inferenceservices/status", "modelconversions/status", "trainingjobs/status"]
   verbs: ["patch"]
 {{- end }}
 

@@ -13,17 +13,20 @@ CATEGORY: Final = "ascend-mlops"
 TRAINING_JOB: Final = "TrainingJob"
 MODEL_CONVERSION: Final = "ModelConversion"
 INFERENCE_SERVICE: Final = "InferenceService"
+BATCH_PREDICTION: Final = "BatchPrediction"
 
 PLURALS: Final[dict[str, str]] = {
     TRAINING_JOB: "trainingjobs",
     MODEL_CONVERSION: "modelconversions",
     INFERENCE_SERVICE: "inferenceservices",
+    BATCH_PREDICTION: "batchpredictions",
 }
 SHORT_NAMES: Final[dict[str, list[str]]] = {
     # Chosen not to collide with KServe (isvc) or Kubeflow (tfjob, ptjob, ...).
     TRAINING_JOB: ["amtj"],
     MODEL_CONVERSION: ["ammc"],
     INFERENCE_SERVICE: ["amis"],
+    BATCH_PREDICTION: ["ambp"],
 }
 
 # Labels and annotations put on every child object.
@@ -57,14 +60,14 @@ class ConditionType:
     """Condition types (metav1.Condition.type)."""
 
     # Summary conditions.
-    SUCCEEDED: Final = "Succeeded"  # TrainingJob, ModelConversion (bounded work)
+    SUCCEEDED: Final = "Succeeded"  # TrainingJob, ModelConversion, BatchPrediction (bounded work)
     READY: Final = "Ready"  # InferenceService (long-running)
     # Detail conditions.
     VALID: Final = "Valid"  # spec passed semantic validation
     CREATED: Final = "Created"  # children created
     RUNNING: Final = "Running"
     RESTARTING: Final = "Restarting"
-    SOURCE_READY: Final = "SourceReady"  # referenced TrainingJob / ModelConversion done
+    SOURCE_READY: Final = "SourceReady"  # referenced TrainingJob / ModelConversion done (or model resolved)
     MODEL_READY: Final = "ModelReady"
     PREDICTOR_READY: Final = "PredictorReady"  # as in KServe
     # kstatus abnormal-true conditions.

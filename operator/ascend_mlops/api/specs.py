@@ -1,4 +1,4 @@
-"""Typed parsing of the three resources' specs.
+"""Typed parsing of the resources' specs.
 
 The CRD schemas already reject most malformed objects at `kubectl apply`; this
 module is the operator's own check of what a schema cannot express (exactly one
@@ -169,6 +169,7 @@ CLEAN_POD_POLICIES: Final = ("Running", "All", "None")
 DEFAULT_BACKOFF_LIMIT: Final = 3
 DEFAULT_CONVERSION_BACKOFF_LIMIT: Final = 1
 MAX_WORKERS: Final = 16
+MAX_PARALLELISM: Final = 64  # BatchPrediction pods, one Ascend device each
 INPUT_FORMATS: Final = ("NHWC", "NCHW", "ND", "NCDHW", "NDHWC")
 OUTPUT_TYPES: Final = ("FP32", "FP16", "UINT8")
 PREFERRED_DATA_FORMATS: Final = ("5D", "4D")
@@ -282,6 +283,27 @@ class InferenceServiceSpec:
     max_batch_size: int | None = None
     max_batch_delay_ms: float | None = None
     max_body_bytes: int | None = None
+    pod: PodOptions = field(default_factory=PodOptions)
+    storage: StorageOptions = field(default_factory=StorageOptions)
+
+
+@dataclass(frozen=True)
+class BatchPredictionSpec:
+    """A model over every image of `input` (a folder, or a .manifest of JSON lines), results into `output`."""
+
+    conversion_ref: str | None
+    model: StorageURI | None
+    labels: StorageURI | None
+    runtime: str
+    accelerator: Accelerator | None  # per pod
+    input: StorageURI
+    output: StorageURI
+    parallelism: int = 1
+    batch_size: int | None = None
+    top_k: int | None = None
+    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
     pod: PodOptions = field(default_factory=PodOptions)
     storage: StorageOptions = field(default_factory=StorageOptions)
 
@@ -682,9 +704,19 @@ def parse_model_conversion(raw: object) -> ModelConversionSpec:
 # ---------------------------------------------------------------------------
 # InferenceService
 # ---------------------------------------------------------------------------
-def parse_inference_service(raw: object, default_accelerator_resource: str) -> InferenceServiceSpec:
-    spec = _spec(raw)
-    r = _Reader()
+@dataclass(frozen=True)
+class _ModelSection:
+    conversion_ref: str | None
+    model: StorageURI | None
+    labels: StorageURI | None
+    model_name: str | None
+    runtime: str
+    accelerator: Accelerator | None
+    accelerator_explicit: bool
+
+
+def _model_section(r: _Reader, spec: Mapping[str, Any], default_accelerator_resource: str) -> _ModelSection:
+    """`spec.model`, `spec.runtime` and `spec.accelerator`: the same for InferenceService and BatchPrediction."""
     model = r.mapping(spec, "model", "spec", required=True)
     ref = r.reference(model, "conversionRef", "spec.model")
     model_uri = r.uri(model, "uri", "spec.model")
@@ -698,7 +730,6 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
         model, "name", "spec.model", pattern=_MODEL_NAME, hint="letters, digits, '_', '.', '-', at most 63"
     )
     runtime = r.string(spec, "runtime", "spec", default="acl", choices=catalog.BACKENDS) or "acl"
-    replicas = r.integer(spec, "replicas", "spec", default=1, minimum=1, maximum=100)
     raw_acc = spec.get("accelerator")
     explicit = raw_acc is not None
     accelerator: Accelerator | None = None
@@ -712,32 +743,99 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
             accelerator = Accelerator(resource, count)
     elif runtime == "acl":
         accelerator = Accelerator(default_accelerator_resource, 1)
+    if runtime == "acl" and accelerator is None:
+        r.fail(
+            "spec.accelerator.count",
+            "the acl runtime needs an Ascend device; set count >= 1 or use runtime: tensorflow for CPU",
+        )
+    if model_uri is not None and runtime == "acl" and model_uri.name.endswith(".pb"):
+        r.fail("spec.model.uri", f"{model_uri} is a TensorFlow graph; convert it with a ModelConversion or use runtime: tensorflow")
+    return _ModelSection(ref, model_uri, labels, model_name, runtime, accelerator, explicit)
+
+
+def parse_inference_service(raw: object, default_accelerator_resource: str) -> InferenceServiceSpec:
+    spec = _spec(raw)
+    r = _Reader()
+    section = _model_section(r, spec, default_accelerator_resource)
+    replicas = r.integer(spec, "replicas", "spec", default=1, minimum=1, maximum=100)
     batching = r.mapping(spec, "batching", "spec")
     max_batch = r.integer(batching, "maxBatchSize", "spec.batching", minimum=1, maximum=2048)
     max_delay = r.number(batching, "maxDelayMs", "spec.batching", minimum=0.0)
     max_body = r.integer(spec, "maxBodyBytes", "spec", minimum=1024)
     pod = r.pod_options(spec)
     storage = r.storage_options(spec)
-    if runtime == "acl" and accelerator is None:
-        r.fail(
-            "spec.accelerator.count",
-            "the acl runtime needs an Ascend device; set count >= 1 or use runtime: tensorflow for CPU serving",
-        )
-    if model_uri is not None and runtime == "acl" and model_uri.name.endswith(".pb"):
-        r.fail("spec.model.uri", f"{model_uri} is a TensorFlow graph; convert it with a ModelConversion or use runtime: tensorflow")
     r.raise_if_errors()
     return InferenceServiceSpec(
-        conversion_ref=ref,
-        model=model_uri,
-        labels=labels,
-        model_name=model_name,
-        runtime=runtime,
+        conversion_ref=section.conversion_ref,
+        model=section.model,
+        labels=section.labels,
+        model_name=section.model_name,
+        runtime=section.runtime,
         replicas=replicas or 1,
-        accelerator=accelerator,
-        accelerator_explicit=explicit,
+        accelerator=section.accelerator,
+        accelerator_explicit=section.accelerator_explicit,
         max_batch_size=max_batch,
         max_batch_delay_ms=max_delay,
         max_body_bytes=max_body,
         pod=pod,
         storage=storage,
     )
+
+
+# ---------------------------------------------------------------------------
+# BatchPrediction
+# ---------------------------------------------------------------------------
+def parse_batch_prediction(raw: object, default_accelerator_resource: str) -> BatchPredictionSpec:
+    spec = _spec(raw)
+    r = _Reader()
+    section = _model_section(r, spec, default_accelerator_resource)
+    source = r.mapping(spec, "input", "spec", required=True)
+    input_uri = r.uri(source, "uri", "spec.input", required=True)
+    output = r.mapping(spec, "output", "spec", required=True)
+    output_uri = r.uri(output, "uri", "spec.output", required=True)
+    parallelism = r.integer(spec, "parallelism", "spec", default=1, minimum=1, maximum=MAX_PARALLELISM)
+    batch_size = r.integer(spec, "batchSize", "spec", minimum=1, maximum=2048)
+    top_k = r.integer(spec, "topK", "spec", minimum=1, maximum=1000)
+    backoff = r.integer(spec, "backoffLimit", "spec", default=DEFAULT_BACKOFF_LIMIT, minimum=0, maximum=100)
+    deadline = r.integer(spec, "activeDeadlineSeconds", "spec", minimum=1)
+    ttl = r.integer(spec, "ttlSecondsAfterFinished", "spec", minimum=0)
+    pod = r.pod_options(spec)
+    storage = r.storage_options(spec)
+    if input_uri is not None and output_uri is not None:
+        if input_uri == output_uri:
+            r.fail("spec.output.uri", "is the same location as spec.input.uri; write results to their own folder")
+        elif input_uri.name.endswith(".manifest") and output_uri == input_uri.parent():
+            pass  # a manifest's folder may hold the results: the inputs are listed, not scanned
+        elif _inside(output_uri, input_uri):
+            r.fail(
+                "spec.output.uri",
+                f"{output_uri} is inside spec.input.uri {input_uri}; a rerun would classify the results too, "
+                "write them elsewhere",
+            )
+    r.raise_if_errors()
+    assert input_uri is not None and output_uri is not None
+    return BatchPredictionSpec(
+        conversion_ref=section.conversion_ref,
+        model=section.model,
+        labels=section.labels,
+        runtime=section.runtime,
+        accelerator=section.accelerator,
+        input=input_uri,
+        output=output_uri,
+        parallelism=parallelism or 1,
+        batch_size=batch_size,
+        top_k=top_k,
+        backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff is None else backoff,
+        active_deadline_seconds=deadline,
+        ttl_seconds_after_finished=ttl,
+        pod=pod,
+        storage=storage,
+    )
+
+
+def _inside(inner: StorageURI, outer: StorageURI) -> bool:
+    if inner.scheme != outer.scheme or inner.claim != outer.claim:
+        return False
+    if not outer.path or outer.path == "/":
+        return True
+    return inner.path.startswith(outer.path.rstrip("/") + "/")

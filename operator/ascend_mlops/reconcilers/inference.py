@@ -14,19 +14,14 @@ from typing import Any, Final
 from ascend_mlops import status as st
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
-from ascend_mlops.api.specs import (
-    FieldError,
-    InferenceServiceSpec,
-    SpecError,
-    StorageURI,
-    parse_inference_service,
-    parse_storage_uri,
-)
+from ascend_mlops.api.specs import InferenceServiceSpec, SpecError, parse_inference_service
 from ascend_mlops.builders import inference as builder
 from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner, selector_labels
-from ascend_mlops.reconcilers import credentials, references
+from ascend_mlops.builders.model import ResolvedModel
+from ascend_mlops.reconcilers import credentials, models
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
+from ascend_mlops.reconcilers.models import Waiting
 from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 
 KIND: Final = constants.INFERENCE_SERVICE
@@ -42,89 +37,11 @@ MODEL_LOAD_EXIT_CODES: Final = frozenset(
 )
 
 
-class Waiting(Exception):
-    def __init__(self, reason: str, message: str, failed: bool) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.failed = failed
-
-
 async def resolve_model(
     rt: Runtime, key: Key, spec: InferenceServiceSpec
-) -> tuple[builder.ResolvedModel, dict[str, Any]]:
+) -> tuple[ResolvedModel, dict[str, Any]]:
     """The model to serve and its status.model record, or raise Waiting."""
-    if spec.model is not None:
-        rt.set_references(key, ())
-        record: dict[str, Any] = {"uri": str(spec.model), "runtime": spec.runtime}
-        if spec.labels is not None:
-            record["labels"] = str(spec.labels)
-        return builder.ResolvedModel(spec.model, spec.labels, spec.runtime), record
-    assert spec.conversion_ref is not None
-    name = spec.conversion_ref
-    mc_key = Key(constants.MODEL_CONVERSION, key.namespace, name)
-    conversion = await rt.get(mc_key)
-    state = references.summarize(conversion)
-    referenced = [mc_key]
-    if not state.found:
-        rt.set_references(key, referenced)
-        raise Waiting(
-            Reason.REFERENCE_NOT_FOUND,
-            f"spec.model.conversionRef.name: ModelConversion {name!r} not found in namespace {key.namespace!r}; "
-            "create it or fix the name",
-            failed=False,
-        )
-    if state.failed:
-        rt.set_references(key, referenced)
-        raise Waiting(
-            Reason.REFERENCE_FAILED,
-            f"spec.model.conversionRef.name: ModelConversion {name!r} failed ({state.message}); fix it or "
-            "serve another model",
-            failed=True,
-        )
-    if not state.succeeded:
-        rt.set_references(key, referenced)
-        raise Waiting(
-            Reason.WAITING_FOR_CONVERSION,
-            f"waiting for ModelConversion {name!r} to succeed (phase {state.phase})",
-            failed=False,
-        )
-    mc_status = (conversion or {}).get("status") or {}
-    source = mc_status.get("source") or {}
-    if spec.runtime == "tensorflow":
-        # The CPU runtime serves what the conversion started from: the frozen graph.
-        location, field_name = source.get("uri"), "status.source.uri"
-    else:
-        location, field_name = (mc_status.get("artifacts") or {}).get("model"), "status.artifacts.model"
-    try:
-        model_uri = parse_storage_uri(location, f"ModelConversion {name} {field_name}")
-    except FieldError as exc:
-        rt.set_references(key, referenced)
-        raise Waiting(
-            Reason.REFERENCE_FAILED,
-            f"spec.model.conversionRef.name: ModelConversion {name!r} succeeded but reports no usable model "
-            f"({exc}); rerun it or set spec.model.uri",
-            failed=True,
-        ) from None
-    labels: StorageURI | None = spec.labels
-    job_name = source.get("trainingJob")
-    if labels is None and isinstance(job_name, str) and job_name:
-        job_key = Key(constants.TRAINING_JOB, key.namespace, job_name)
-        referenced.append(job_key)
-        job = await rt.get(job_key)
-        labels_uri = (((job or {}).get("status") or {}).get("artifacts") or {}).get(contract.ARTIFACT_LABELS)
-        if labels_uri:
-            try:
-                labels = parse_storage_uri(labels_uri, f"TrainingJob {job_name} status.artifacts.labels")
-            except FieldError:
-                labels = None  # serve without class names rather than not at all
-    rt.set_references(key, referenced)
-    record = {"uri": str(model_uri), "runtime": spec.runtime, "conversion": name}
-    if labels is not None:
-        record["labels"] = str(labels)
-    if mc_status.get("simulated"):
-        record["simulated"] = True
-    return builder.ResolvedModel(model_uri, labels, spec.runtime), record
+    return await models.resolve_model(rt, key, models.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime))
 
 
 async def ensure_deployment(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 An *attempt* is one set of worker pods (one pod for a conversion). Pods are named
 and labelled by attempt, so the attempt in progress is recovered from the pods
-themselves after an operator restart. Worker 0's success is the job's success
-(Kubeflow's default success policy). A failed pod ends the attempt: all its pods
-are stopped (collective training cannot continue without a worker) and, if the
-exit code is retryable and `backoffLimit` allows, the next attempt starts.
+themselves after an operator restart. The success policy says when the job
+succeeded: SUCCESS_CHIEF (worker 0's success is the job's, Kubeflow's default,
+for training and conversion) or SUCCESS_ALL_WORKERS (every pod of the attempt
+succeeded, for the shards of a batch). A failed pod ends the attempt: all its
+pods are stopped (collective training cannot continue without a worker) and, if
+the exit code is retryable and `backoffLimit` allows, the next attempt starts
+with every pod again (a batch's shards skip the results they already wrote).
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ from typing import Any, Final
 
 from ascend_mlops import status as st
 from ascend_mlops.api import contract
-from ascend_mlops.api.constants import LABEL_REPLICA_INDEX, ConditionType, Phase, Reason
+from ascend_mlops.api.constants import (
+    API_VERSION,
+    LABEL_REPLICA_INDEX,
+    ConditionType,
+    Phase,
+    Reason,
+)
 from ascend_mlops.builders.common import Owner, selector_labels
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers.credentials import Blocked
-from ascend_mlops.reconcilers.runtime import Runtime
+from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
 
 STATE_PENDING: Final = "Pending"
 STATE_RUNNING: Final = "Running"
 STATE_SUCCEEDED: Final = "Succeeded"
 STATE_FAILED: Final = "Failed"
+
+SUCCESS_CHIEF: Final = "chief"
+SUCCESS_ALL_WORKERS: Final = "all_workers"
 
 EXIT_MEANINGS: Final = {
     contract.EXIT_USAGE: "bad command line",
@@ -52,6 +64,7 @@ class JobPlan:
     container: str | None = None
     # Asked only when pods are about to be created: a reason not to create them yet.
     precheck: Callable[[], Awaitable[Blocked | None]] | None = None
+    success_policy: str = SUCCESS_CHIEF
 
 
 @dataclass
@@ -62,6 +75,10 @@ class JobOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
     requeue_after: float | None = None
     running_chief: str | None = None  # worker 0's pod while it runs: whose log shows progress
+    # The current attempt's pods by index: running ones (whose logs show progress) and
+    # the decoded termination summaries of the succeeded ones.
+    running: dict[int, str] = field(default_factory=dict)
+    summaries: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def describe_exit(code: int | None) -> str:
@@ -116,6 +133,20 @@ def mark_finished(
     status.update(phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, conditions=conditions.to_list())
 
 
+async def expire_after_ttl(
+    rt: Runtime, key: Key, status: dict[str, Any], ttl: int | None, now: datetime.datetime
+) -> Result:
+    """ttlSecondsAfterFinished: delete the finished resource (its children go with it) once the TTL passed."""
+    completed = st.parse_timestamp(status.get("completionTime"))
+    if ttl is None or completed is None:
+        return Result()
+    left = (completed + datetime.timedelta(seconds=ttl) - now).total_seconds()
+    if left > 0:
+        return Result(requeue_after=left)
+    await rt.client.delete(API_VERSION, key.plural, key.namespace, key.name)
+    return Result()
+
+
 async def cleanup(rt: Runtime, owner: Owner, plan_component: str, policy: str, services: list[str]) -> None:
     """Apply the clean-pod policy to a finished job (idempotent)."""
     if policy == "None":
@@ -167,16 +198,17 @@ async def drive(
                 f"(attempt {attempt + 1}); raise the deadline or make the work smaller",
             )
 
+    summaries = {
+        index: _summary(s) for index, s in current.items() if s.phase == P.SUCCEEDED
+    }
     chief = current.get(0)
-    if chief is not None and chief.phase == P.SUCCEEDED:
-        term = chief.terminated or chief.last_terminated
+    if plan.success_policy == SUCCESS_ALL_WORKERS:
+        succeeded = all(i in summaries for i in range(plan.workers))
+    else:
+        succeeded = chief is not None and chief.phase == P.SUCCEEDED
+    if succeeded:
         _count_workers(status, current.values())
-        return JobOutcome(
-            STATE_SUCCEEDED,
-            Reason.SUCCEEDED,
-            "",
-            summary=contract.decode_summary(term.message if term else ""),
-        )
+        return JobOutcome(STATE_SUCCEEDED, Reason.SUCCEEDED, "", summary=summaries.get(0, {}), summaries=summaries)
 
     restarted = False
     failed = sorted((s for s in current.values() if s.phase == P.FAILED), key=lambda s: s.index)
@@ -271,6 +303,8 @@ async def drive(
     )
     chief = current.get(0)
     running_chief = chief.name if chief is not None and chief.phase == P.RUNNING and not chief.deleting else None
+    running = {i: s.name for i, s in current.items() if s.phase == P.RUNNING and not s.deleting}
+    summaries = {i: summary for i, summary in summaries.items() if i in current}
     all_running = not created_names and len(current) >= plan.workers and all(
         s.phase in (P.RUNNING, P.SUCCEEDED) for s in current.values()
     )
@@ -281,11 +315,19 @@ async def drive(
                 conditions.set(ConditionType.RESTARTING, st.FALSE, Reason.RUNNING, f"attempt {attempt + 1} is running")
         return JobOutcome(
             STATE_RUNNING, Reason.RUNNING, f"{plan.workers} pod(s) running (attempt {attempt + 1})",
-            requeue_after=deadline_left, running_chief=running_chief,
+            requeue_after=deadline_left, running_chief=running_chief, running=running, summaries=summaries,
         )
     problems = [msg for s in current.values() if (msg := P.pending_explanation(s))]
     message = "; ".join(problems) if problems else f"waiting for {plan.workers} pod(s) of attempt {attempt + 1} to start"
-    return JobOutcome(STATE_PENDING, Reason.PENDING, message, requeue_after=deadline_left, running_chief=running_chief)
+    return JobOutcome(
+        STATE_PENDING, Reason.PENDING, message, requeue_after=deadline_left, running_chief=running_chief,
+        running=running, summaries=summaries,
+    )
+
+
+def _summary(state: P.PodState) -> dict[str, Any]:
+    term = state.terminated or state.last_terminated
+    return contract.decode_summary(term.message if term else "")
 
 
 def _count_workers(status: dict[str, Any], states: Any) -> None:

@@ -216,11 +216,4 @@ async def _finished(
     status["conditions"] = conditions.to_list()
     await rt.write_status(key, body, status, EVENT_CONDITIONS)
     ttl = spec.ttl_seconds_after_finished if spec is not None else None
-    completed = st.parse_timestamp(status.get("completionTime"))
-    if ttl is None or completed is None:
-        return Result()
-    left = (completed + datetime.timedelta(seconds=ttl) - now).total_seconds()
-    if left > 0:
-        return Result(requeue_after=left)
-    await rt.client.delete(constants.API_VERSION, key.plural, key.namespace, key.name)
-    return Result()
+    return await jobs.expire_after_ttl(rt, key, status, ttl, now)
