@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -75,18 +74,20 @@ def _finish(found: list[tuple[str, Location, str, int | None]], what: str) -> li
     ordered = [unique[key] for key in sorted(unique)]
     if not ordered:
         raise InputError(f"{contract.FLAG_INPUT} {what}: no images ({', '.join(contract.BATCH_IMAGE_SUFFIXES)})")
-    counts = Counter(entry[2] for entry in ordered)
-    taken = set(counts)
+    taken = {entry[2] for entry in ordered}
+    first: set[str] = set()
     items = []
     for index, (source, location, name, size) in enumerate(ordered):
-        if counts[name] > 1:
-            # Same file name from different places (a manifest's absolute paths or URIs): index-prefixed.
+        if name in first:
+            # The same name again (a manifest's absolute paths or URIs from different folders):
+            # the first in sorted order keeps it, later ones get their index as a prefix.
             folder, base = posixpath.split(name)
             candidate = posixpath.join(folder, f"{index}-{base}")
             while candidate in taken:
                 candidate = posixpath.join(folder, f"{index}-{posixpath.basename(candidate)}")
             taken.add(candidate)
             name = candidate
+        first.add(name)
         items.append(Item(index, source, location, name, size))
     return items
 
