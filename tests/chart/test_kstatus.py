@@ -1,7 +1,7 @@
 """The status the operator writes is readable by kstatus (Flux, `kubectl wait`) and Argo CD.
 
 The real reconcilers run the flowers example (TrainingJob -> ModelConversion ->
-InferenceService, the manifests in examples/flowers) against an in-memory API
+InferenceService and BatchPrediction, the manifests in examples/flowers) against an in-memory API
 that also plays kubelet: it moves pods and the Deployment through their
 phases. At every step the three resources' statuses are checked against
 metav1.Condition's rules and kstatus' rules, and fed to the Argo CD health
@@ -29,7 +29,7 @@ import yaml
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import ConditionType
 from ascend_mlops.kube import Conflict, matches_labels
-from ascend_mlops.reconcilers import conversion, inference, training
+from ascend_mlops.reconcilers import batch, conversion, inference, training
 from ascend_mlops.reconcilers.runtime import Key, Runtime
 from ascend_mlops.settings import Settings
 from tests.helpers import REPO_ROOT
@@ -41,6 +41,7 @@ RECONCILERS = {
     constants.TRAINING_JOB: training.reconcile,
     constants.MODEL_CONVERSION: conversion.reconcile,
     constants.INFERENCE_SERVICE: inference.reconcile,
+    constants.BATCH_PREDICTION: batch.reconcile,
 }
 
 # metav1.Condition validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
@@ -282,14 +283,24 @@ def convert_summary() -> str:
                                     contract.SUMMARY_ATC_COMMAND: "atc --framework=3", contract.SUMMARY_SIMULATED: False})
 
 
+def batch_summary(shard: int) -> str:
+    summary: dict[str, Any] = {"total": 250, "succeeded": 249, "failed": 1, "skipped": 0,
+                               "imagesPerSecond": 40.0, "shard": f"{shard}/2"}
+    if shard == 1:
+        summary["manifest"] = contract.batch_manifest_name("flowers-batch")
+    return contract.encode_summary(summary)
+
+
 async def run_flow() -> Flow:
     flow = Flow()
     api = flow.api
     tj = api.apply_example("trainingjob.yaml")
     mc = api.apply_example("modelconversion.yaml")
     isvc = api.apply_example("inferenceservice.yaml")
+    bp = api.apply_example("batchprediction.yaml")
 
-    await flow.reconcile(tj, mc, isvc)
+    await flow.reconcile(tj, mc, isvc, bp)
+    flow.record("waiting for the conversion", bp, "InProgress", "Progressing")
     flow.record("created", tj, "InProgress", "Progressing")
     flow.record("waiting for the training job", mc, "InProgress", "Progressing")
     flow.record("waiting for the conversion", isvc, "InProgress", "Progressing")
@@ -308,6 +319,21 @@ async def run_flow() -> Flow:
     api.set_pod(convert_pod, "Succeeded", exit_code=0, message=convert_summary())
     await flow.reconcile(mc, isvc)
     flow.record("converted", mc, "Current", "Healthy")
+
+    await flow.reconcile(bp)
+    shards = [p for p in api.pods() if p["metadata"]["labels"].get(constants.LABEL_OWNER_KIND) == constants.BATCH_PREDICTION]
+    assert len(shards) == 2
+    flow.record("shards created", bp, "InProgress", "Progressing")
+    for pod in shards:
+        api.set_pod(pod, "Running")
+    await flow.reconcile(bp)
+    flow.record("classifying", bp, "InProgress", "Progressing")
+    api.set_pod(shards[0], "Succeeded", exit_code=0, message=batch_summary(0))
+    await flow.reconcile(bp)
+    flow.record("one shard of two done", bp, "InProgress", "Progressing")
+    api.set_pod(shards[1], "Succeeded", exit_code=0, message=batch_summary(1))
+    await flow.reconcile(bp)
+    flow.record("every shard done", bp, "Current", "Healthy")
     flow.record("rolling out", isvc, "InProgress", "Progressing")
 
     api.finish_deployment()

@@ -23,7 +23,7 @@ from tests.helpers import REPO_ROOT
 
 T = TypeVar("T")
 NAMESPACE = "default"
-WATCHED_RESOURCES = 5  # trainingjobs, modelconversions, inferenceservices, pods, deployments
+WATCHED_RESOURCES = len(constants.PLURALS) + 2  # our kinds, pods, deployments
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0, what: str = "condition") -> T:
