@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-per-class", type=int, help="use at most N images of each class (a quicker, smaller run)")
     run.add_argument("--epochs", type=int, help="train for this many epochs (overrides the profile)")
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    run.add_argument(
+        "--batch", action="store_true",
+        help="also run the example's BatchPrediction over the dataset and print its counts and accuracy",
+    )
     run.add_argument("--no-download", action="store_true", help="do not try to download the dataset (generate it when no --data)")
     run.add_argument("--npus", type=int, default=4, help=argparse.SUPPRESS)
     run.set_defaults(profile="quick")
@@ -231,10 +235,10 @@ def _print_report(report: Report, root: Path, api: str) -> None:
 async def _run(root: Path, args: argparse.Namespace) -> int:
     options = RunOptions(
         example=args.example, profile=args.profile, data=args.data, max_per_class=args.max_per_class,
-        timeout=args.timeout, download=not args.no_download, epochs=args.epochs,
+        timeout=args.timeout, download=not args.no_download, epochs=args.epochs, batch=args.batch,
     )
     # Mistakes in the command line are reported before anything starts.
-    example = Example.load(args.example)
+    example = Example.load(args.example, batch=args.batch)
     example.profile(args.profile)
     if args.data is not None:
         check_dataset(args.data)

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from ascend_mlops.api import constants
+from ascend_mlops.api import constants, contract
 from ascend_mlops.sandbox import datasets, objectstorage
 from ascend_mlops.sandbox.client import APIStatusError, Client, path_for
 from ascend_mlops.sandbox.cluster import ENV_SANDBOX
@@ -38,7 +38,10 @@ SUMMARY_CONDITION = {
     constants.TRAINING_JOB: constants.ConditionType.SUCCEEDED,
     constants.MODEL_CONVERSION: constants.ConditionType.SUCCEEDED,
     constants.INFERENCE_SERVICE: constants.ConditionType.READY,
+    constants.BATCH_PREDICTION: constants.ConditionType.SUCCEEDED,
 }
+# Kinds whose summary condition False means "failed for good" (bounded work).
+BOUNDED_KINDS = (constants.TRAINING_JOB, constants.MODEL_CONVERSION, constants.BATCH_PREDICTION)
 EPOCH_LINE = re.compile(r"\bepoch\b", re.IGNORECASE)
 
 
@@ -53,7 +56,8 @@ class Example:
     manifests: list[dict[str, Any]]
 
     @classmethod
-    def load(cls, folder: Path) -> Example:
+    def load(cls, folder: Path, *, batch: bool = False) -> Example:
+        """The example's manifests that `resources` lists (and, with `batch`, its `[batch]` resource)."""
         folder = folder.resolve()
         config_path = folder / EXAMPLE_FILE
         if not config_path.is_file():
@@ -68,6 +72,14 @@ class Example:
                 if isinstance(doc, dict) and doc.get("kind") and doc.get("metadata", {}).get("name"):
                     manifests.append(doc)
         order = [str(r) for r in config.get("resources") or []]
+        batch_key = str((config.get("batch") or {}).get("resource") or "")
+        if batch:
+            if not batch_key:
+                raise FlowError(f"{config_path} has no [batch] resource: this example has no batch step")
+            order.append(batch_key)
+        if order:
+            # A manifest the file does not list (the batch one without --batch) is for a cluster, not this run.
+            manifests = [d for d in manifests if f"{d['kind']}/{d['metadata']['name']}" in order]
 
         def position(doc: Mapping[str, Any]) -> int:
             key = f"{doc['kind']}/{doc['metadata']['name']}"
@@ -141,6 +153,7 @@ class RunOptions:
     timeout: float | None = None  # seconds for the whole flow; None: no limit
     download: bool = True
     epochs: int | None = None  # overrides every TrainingJob's hyperparameters.epochs
+    batch: bool = False  # also run the example's [batch] resource (a BatchPrediction) and report on it
 
 
 @dataclass
@@ -149,6 +162,7 @@ class Report:
 
     stages: dict[str, float] = field(default_factory=dict)
     prediction: Any = None
+    batch: dict[str, Any] | None = None  # the BatchPrediction's counts and accuracy (--batch)
     service_url: str | None = None
     cluster_url: str | None = None
     sample: str | None = None
@@ -436,7 +450,7 @@ class ExampleRun:
         conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
         summary = conditions.get(SUMMARY_CONDITION.get(obj.get("kind", ""), "Ready")) or {}
         stalled = conditions.get(constants.ConditionType.STALLED) or {}
-        if obj.get("kind") in (constants.TRAINING_JOB, constants.MODEL_CONVERSION) and summary.get("status") == "False":
+        if obj.get("kind") in BOUNDED_KINDS and summary.get("status") == "False":
             return f"{key} failed: {summary.get('reason')}: {summary.get('message', '')}"
         if stalled.get("status") == "True":
             return f"{key} is stalled: {stalled.get('reason')}: {stalled.get('message', '')}"
@@ -448,6 +462,7 @@ class ExampleRun:
         done: set[str] = set()
         stage_names = {
             constants.TRAINING_JOB: "training", constants.MODEL_CONVERSION: "conversion", constants.INFERENCE_SERVICE: "inference service ready",
+            constants.BATCH_PREDICTION: "batch prediction",
         }
         while True:
             current = await self._print_changes(manifests)
@@ -498,8 +513,36 @@ class ExampleRun:
                 except ValueError:
                     raise FlowError(f"POST {url}/ did not answer JSON: {text[:300]}") from None
 
+    def batch_summary(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Counts from the batch's manifest and, where the input folders are class names, the accuracy."""
+        name = batch["metadata"]["name"]
+        uri = str(((batch.get("status") or {}).get("artifacts") or {}).get("manifest") or "")
+        if not uri.startswith(("pvc://", "file://")):
+            raise FlowError(f"BatchPrediction/{name} succeeded but its manifest {uri!r} is not on a pvc:// or file:// location")
+        manifest = local_path_for_uri(self.root, uri)
+        lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        results = manifest.parent / contract.batch_results_dir(name)
+        correct = total = 0
+        for path in results.rglob(f"*{contract.BATCH_RESULT_SUFFIX}"):
+            rel = path.relative_to(results)
+            if len(rel.parts) < 2:
+                continue  # not under a class folder: no truth to compare with
+            answer = json.loads(path.read_text())
+            total += 1
+            correct += answer.get("predicted_label") == rel.parts[0]
+        summary: dict[str, Any] = {
+            "manifest": uri,
+            "inputs": len(lines),
+            "succeeded": sum(1 for line in lines if line.get("result") == "SUCCESSFUL"),
+            "failed": sum(1 for line in lines if line.get("result") == "FAILED"),
+        }
+        if total:
+            summary["accuracy"] = round(correct / total, 4)
+            summary["compared"] = total
+        return summary
+
     async def run(self) -> Report:
-        example = Example.load(self.options.example)
+        example = Example.load(self.options.example, batch=self.options.batch)
         await self.start_storage(example)
         dataset = await asyncio.to_thread(self.prepare_dataset, example)
         sample = self.sample_image(example, dataset)
@@ -507,6 +550,15 @@ class ExampleRun:
         manifests = self.prepared_manifests(example)
         await self.apply(manifests)
         current = await self.follow(manifests)
+        batch = next((o for o in current.values() if o.get("kind") == constants.BATCH_PREDICTION), None)
+        if batch is not None:
+            self.report.batch = self.batch_summary(batch)
+            found = self.report.batch
+            accuracy = f", accuracy {found['accuracy']:.4f} against the folder names ({found['compared']} images)" if "accuracy" in found else ""
+            self.say(
+                f"batch: {found['inputs']} inputs, {found['succeeded']} SUCCESSFUL, {found['failed']} FAILED{accuracy}; "
+                f"manifest {found['manifest']}"
+            )
         isvc = next((o for o in current.values() if o.get("kind") == constants.INFERENCE_SERVICE), None)
         if isvc is None:
             self.say("no InferenceService in the example: nothing to classify")
