@@ -19,6 +19,8 @@ import concurrent.futures
 import json
 import logging
 import posixpath
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,8 +79,13 @@ class Counts:
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
-    processed: int = 0  # predicted or rejected by this attempt
+    predicted: int = 0  # by this attempt (the device thread counts these)
+    rejected: int = 0  # bad images of this attempt (the main thread counts these)
     seconds: float = 0.0  # prediction phase of this attempt
+
+    @property
+    def processed(self) -> int:
+        return self.predicted + self.rejected
 
     @property
     def done(self) -> int:
@@ -182,44 +189,72 @@ class ShardRunner:
                     future.cancel()
 
     def predict(self, backend: Backend, labels: list[str], items: list[inp.Item], counts: Counts) -> dict[int, dict[str, Any]]:
-        """Predict `items`; return the failure lines by item index (successes are the result files)."""
+        """Predict `items`; return the failure lines by item index (successes are the result files).
+
+        Three stages overlap: the decode pool prepares inputs ahead, this
+        thread groups them into batches, the device thread runs nothing but
+        `backend.predict` back to back (at most two batches wait for it), and
+        the writer pool post-processes and writes each batch's results.
+        """
         failures: dict[int, dict[str, Any]] = {}
         writes: list[concurrent.futures.Future[None]] = []
+        ready: queue.Queue[list[tuple[inp.Item, np.ndarray]] | None] = queue.Queue(maxsize=2)
+        errors: list[BaseException] = []
         started = time.perf_counter()
         last = started
 
-        def flush(batch: list[tuple[inp.Item, np.ndarray]], writer: concurrent.futures.Executor) -> None:
-            if not batch:
-                return
-            logits = backend.predict(np.stack([array for _, array in batch]))
+        def post(batch: list[tuple[inp.Item, np.ndarray]], logits: np.ndarray) -> None:
             for (item, _), row in zip(batch, logits, strict=True):
                 body = _dumps(processing.classification(row, labels, self.top_k))
-                writes.append(writer.submit(self.output.write, self.layout.result(item), body, "application/json"))
-            counts.succeeded += len(batch)
-            counts.processed += len(batch)
-            batch.clear()
+                self.output.write(self.layout.result(item), body, "application/json")
+
+        def device(writer: concurrent.futures.Executor) -> None:
+            nonlocal writes
+            try:
+                while (batch := ready.get()) is not None:
+                    logits = backend.predict(np.stack([array for _, array in batch]))
+                    writes.append(writer.submit(post, batch, logits))
+                    counts.succeeded += len(batch)
+                    counts.predicted += len(batch)
+                    if len(writes) >= 256:
+                        writes = _pending(writes)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                errors.append(exc)
+                while ready.get() is not None:  # keep the producer from blocking
+                    pass
 
         with concurrent.futures.ThreadPoolExecutor(self.output.writers, thread_name_prefix="write") as writer:
-            batch: list[tuple[inp.Item, np.ndarray]] = []
-            for item, prepared in self._decoded(items, backend.input_size):
-                if isinstance(prepared, str):
-                    line = _line(item.source, result=FAILED, error_message=prepared)
-                    failures[item.index] = line
-                    writes.append(writer.submit(self.output.write, self.layout.failure(item), _dumps(line), "application/json"))
-                    counts.failed += 1
-                    counts.processed += 1
-                    log.warning("FAILED %s: %s", item.source, prepared)
-                else:
-                    batch.append((item, prepared))
-                    if len(batch) >= self.batch_size:
-                        flush(batch, writer)
-                now = time.perf_counter()
-                if now - last >= PROGRESS_INTERVAL:
-                    last = now
-                    counts.seconds = now - started
-                    self.progress(counts.progress().line())
-                    writes = _pending(writes)
-            flush(batch, writer)
+            thread = threading.Thread(target=device, args=(writer,), name="device", daemon=True)
+            thread.start()
+            try:
+                batch: list[tuple[inp.Item, np.ndarray]] = []
+                for item, prepared in self._decoded(items, backend.input_size):
+                    if errors:
+                        break
+                    if isinstance(prepared, str):
+                        line = _line(item.source, result=FAILED, error_message=prepared)
+                        failures[item.index] = line
+                        writes.append(writer.submit(self.output.write, self.layout.failure(item), _dumps(line), "application/json"))
+                        counts.failed += 1
+                        counts.rejected += 1
+                        log.warning("FAILED %s: %s", item.source, prepared)
+                    else:
+                        batch.append((item, prepared))
+                        if len(batch) >= self.batch_size:
+                            ready.put(batch)
+                            batch = []
+                    now = time.perf_counter()
+                    if now - last >= PROGRESS_INTERVAL:
+                        last = now
+                        counts.seconds = now - started
+                        self.progress(counts.progress().line())
+                if batch and not errors:
+                    ready.put(batch)
+            finally:
+                ready.put(None)
+                thread.join()
+            if errors:
+                raise errors[0]
         for w in writes:
             w.result()  # a write that failed (storage outage) fails the shard: the rerun redoes only it
         counts.seconds = time.perf_counter() - started

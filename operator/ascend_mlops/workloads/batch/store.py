@@ -47,6 +47,7 @@ class Output(abc.ABC):
 class LocalOutput(Output):
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._made: set[Path] = set()  # folders known to exist (one mkdir per folder, not per result)
 
     def prepare(self) -> None:
         try:
@@ -58,7 +59,9 @@ class LocalOutput(Output):
 
     def write(self, rel: str, data: bytes, content_type: str = "application/octet-stream", durable: bool = False) -> None:
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
         try:
             with open(tmp, "wb") as fh:
