@@ -1,6 +1,7 @@
 """Benchmark `ascend-mlops predict`: images/s of a batch shard next to the raw backend, same batch size, same run.
 
-    python benchmarks/batch.py                                   # trains mobilenet_v1 at 64px for 1 epoch first
+    python benchmarks/batch.py                                   # trains resnet_v1_50 at 96px for 1 epoch first
+    python benchmarks/batch.py --algorithm mobilenet_v1 --image-size 64   # a tiny model: host-bound worst case
     python benchmarks/batch.py --model V001/frozen_graph         # a model the trainer wrote
     python benchmarks/batch.py --backend acl --model V001/om/model   # a converted .om (simulator: ASCEND_MLOPS_SIMULATOR=1)
 
@@ -148,8 +149,8 @@ def main() -> int:
     parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "acl"])
     parser.add_argument("--data", type=Path, default=FLOWERS)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--algorithm", default="mobilenet_v1")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--algorithm", default="resnet_v1_50", help="the seed's model (default)")
+    parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=2, help="passes of the raw backend over all images (best kept)")
     args = parser.parse_args()
     if not args.data.is_dir():
