@@ -153,7 +153,9 @@ def _convert(args: argparse.Namespace, summary: dict[str, Any]) -> int:
     remote_output: objectstore.ObjectURI | None = None
     source = args.input
     if args.print_command:
-        model, output_dir = args.input, Path(args.output)
+        # Nothing is downloaded: the command shows the URI, or the .pb a directory would resolve to.
+        model = args.input if objectstore.is_object_uri(args.input) else resolve_input(args.input, must_exist=False)
+        output_dir = Path(args.output)
     else:
         remote_output = _remote(args.output, contract.FLAG_OUTPUT)
         if remote_output is not None:
