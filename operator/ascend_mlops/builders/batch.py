@@ -11,7 +11,7 @@ from typing import Any, Final
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.specs import DEFAULT_SERVER_RESOURCES, BatchPredictionSpec
 from ascend_mlops.builders import accelerator, common
-from ascend_mlops.builders.model import ResolvedModel, model_mounts
+from ascend_mlops.builders.model import ResolvedModel, model_pod
 from ascend_mlops.settings import Settings
 from ascend_mlops.storage import Role, mount
 
@@ -39,33 +39,22 @@ def build_pod(
     shard: int,
     attempt: int,
 ) -> dict[str, Any]:
-    located = model_mounts(model)
     source = mount(spec.input, Role.DATASET, is_file=spec.input.name.endswith(MANIFEST_SUFFIX))
     output = mount(spec.output, Role.OUTPUT)
-    volumes, volume_mounts = located.volumes(source, output)
-    access = common.object_storage((model.uri, model.labels, spec.input, spec.output), spec.storage, settings)
-    volumes += access.volumes
-    volume_mounts += access.volume_mounts
-    tmp, tmp_mount = common.tmp_volume()
-    volumes.append(tmp)
-    volume_mounts.append(tmp_mount)
-    driver_volumes, driver_volume_mounts = accelerator.driver_mounts(
-        settings, spec.accelerator is not None and model.runtime == "acl"
+    parts = model_pod(
+        model, settings, pod=spec.pod, storage=spec.storage,
+        device=spec.accelerator,
+        extra=((spec.input, source), (spec.output, output)),
     )
-    volumes += driver_volumes
-    volume_mounts += driver_volume_mounts
-    env = list(common.BASE_ENV)
-    if settings.simulator:
-        env.append((contract.ENV_SIMULATOR, "1"))
     args = contract.predict_args(
-        model=located.model_path,
+        model=parts.model_path,
         backend=model.runtime,
         input_path=source.path,
         output=output.path,
         shard=shard,
         shards=spec.parallelism,
         task_id=owner.name,
-        labels=located.labels_path,
+        labels=parts.labels_path,
         batch_size=spec.batch_size,
         top_k=spec.top_k,
     )
@@ -74,8 +63,8 @@ def build_pod(
         image=image(spec, settings),
         pull_policy=settings.image_pull_policy,
         args=args,
-        env=common.container_env(env, spec.pod.env, access),
-        volume_mounts=volume_mounts,
+        env=parts.env,
+        volume_mounts=parts.volume_mounts,
         resources=accelerator.resources(spec.pod, spec.accelerator, DEFAULT_SERVER_RESOURCES),
     )
     labels = {constants.LABEL_REPLICA_INDEX: str(shard), constants.LABEL_ATTEMPT: str(attempt)}
@@ -83,7 +72,7 @@ def build_pod(
         # The operator, not the kubelet, decides about retries: it needs to see every exit code.
         "restartPolicy": "Never",
         "containers": [container],
-        "volumes": volumes,
+        "volumes": parts.volumes,
         "securityContext": common.pod_security_context(),
         "automountServiceAccountToken": False,
         **accelerator.scheduling(spec.pod, spec.accelerator, settings),

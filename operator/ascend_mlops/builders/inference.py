@@ -7,7 +7,7 @@ from typing import Any, Final
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.specs import DEFAULT_SERVER_RESOURCES, InferenceServiceSpec
 from ascend_mlops.builders import accelerator, common
-from ascend_mlops.builders.model import ResolvedModel, model_mounts
+from ascend_mlops.builders.model import ResolvedModel, model_pod
 from ascend_mlops.settings import Settings
 
 COMPONENT: Final = "predictor"
@@ -40,27 +40,15 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 def build_deployment(
     spec: InferenceServiceSpec, owner: common.Owner, settings: Settings, model: ResolvedModel
 ) -> dict[str, Any]:
-    located = model_mounts(model)
-    volumes, volume_mounts = located.volumes()
-    access = common.object_storage((model.uri, model.labels), spec.storage, settings)
-    volumes += access.volumes
-    volume_mounts += access.volume_mounts
-    tmp, tmp_mount = common.tmp_volume()
-    volumes.append(tmp)
-    volume_mounts.append(tmp_mount)
-    driver_volumes, driver_mounts = accelerator.driver_mounts(
-        settings, spec.accelerator is not None and model.runtime == "acl"
+    parts = model_pod(
+        model, settings, pod=spec.pod, storage=spec.storage,
+        device=spec.accelerator,
     )
-    volumes += driver_volumes
-    volume_mounts += driver_mounts
-    env = list(common.BASE_ENV)
-    if settings.simulator:
-        env.append((contract.ENV_SIMULATOR, "1"))
     args = contract.serve_args(
-        model=located.model_path,
+        model=parts.model_path,
         backend=model.runtime,
         name=spec.model_name or owner.name,
-        labels=located.labels_path,
+        labels=parts.labels_path,
         port=contract.DEFAULT_SERVER_PORT,
         max_batch_size=spec.max_batch_size,
         max_batch_delay_ms=spec.max_batch_delay_ms,
@@ -71,8 +59,8 @@ def build_deployment(
         image=spec.pod.image or settings.server_image,
         pull_policy=settings.image_pull_policy,
         args=args,
-        env=common.container_env(env, spec.pod.env, access),
-        volume_mounts=volume_mounts,
+        env=parts.env,
+        volume_mounts=parts.volume_mounts,
         resources=accelerator.resources(spec.pod, spec.accelerator, DEFAULT_SERVER_RESOURCES),
     )
     container["ports"] = [{"name": "http", "containerPort": contract.DEFAULT_SERVER_PORT, "protocol": "TCP"}]
@@ -105,7 +93,7 @@ def build_deployment(
             },
             "spec": {
                 "containers": [container],
-                "volumes": volumes,
+                "volumes": parts.volumes,
                 "securityContext": common.pod_security_context(),
                 "automountServiceAccountToken": False,
                 "terminationGracePeriodSeconds": 30,
