@@ -164,7 +164,12 @@ class ShardRunner:
         return self.output.listing(self.layout.results)
 
     def pending(self, items: list[inp.Item], done: set[str]) -> list[inp.Item]:
-        return [i for i in items if self.layout.result(i) not in done and self.layout.failure(i) not in done]
+        """This shard's items without a result or failure record; what a killed attempt half-wrote for them goes."""
+        todo = [i for i in items if self.layout.result(i) not in done and self.layout.failure(i) not in done]
+        removed = self.output.discard_partial({rel for i in todo for rel in (self.layout.result(i), self.layout.failure(i))})
+        if removed:
+            log.info("removed %d partial file(s) an interrupted attempt left", removed)
+        return todo
 
     # -- prediction --------------------------------------------------------------
     def _decoded(self, items: list[inp.Item], size: tuple[int, int]) -> Iterator[tuple[inp.Item, np.ndarray | str]]:

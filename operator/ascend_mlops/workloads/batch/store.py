@@ -35,6 +35,10 @@ class Output(abc.ABC):
     def listing(self, rel_dir: str) -> set[str]:
         """Complete objects below `rel_dir` (recursively), as paths relative to the root."""
 
+    def discard_partial(self, rels: set[str]) -> int:
+        """Remove what interrupted writes of `rels` left behind (seen by the last listing); return how many."""
+        return 0
+
     @abc.abstractmethod
     def location(self, rel: str) -> str:
         """What a manifest's inference-loc names: the path, or the s3:// / obs:// URI."""
@@ -48,6 +52,7 @@ class LocalOutput(Output):
     def __init__(self, root: Path) -> None:
         self.root = root
         self._made: set[Path] = set()  # folders known to exist (one mkdir per folder, not per result)
+        self._partial: dict[str, list[Path]] = {}  # target rel -> temporary files a killed writer left (last listing)
 
     def prepare(self) -> None:
         try:
@@ -62,7 +67,7 @@ class LocalOutput(Output):
         if path.parent not in self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")  # see _target()
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -84,14 +89,38 @@ class LocalOutput(Output):
     def listing(self, rel_dir: str) -> set[str]:
         base = self.root / rel_dir
         found: set[str] = set()
+        self._partial = {}
         for folder, _dirs, files in os.walk(base):
             for file in files:
-                if not file.endswith(TMP_SUFFIX):  # a write a kill interrupted: never renamed, so never complete
-                    found.add((Path(folder) / file).relative_to(self.root).as_posix())
+                path = Path(folder) / file
+                target = _target(file)
+                if target is None:
+                    found.add(path.relative_to(self.root).as_posix())
+                else:  # a write a kill interrupted: never renamed, so never complete
+                    rel = (Path(folder) / target).relative_to(self.root).as_posix()
+                    self._partial.setdefault(rel, []).append(path)
         return found
+
+    def discard_partial(self, rels: set[str]) -> int:
+        """Only the caller's own targets: another shard may be writing its own temporaries right now."""
+        removed = 0
+        for rel in rels & self._partial.keys():
+            for path in self._partial.pop(rel):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def location(self, rel: str) -> str:
         return str(self.root / rel)
+
+
+def _target(name: str) -> str | None:
+    """`.<name>.<pid>-<thread>.tmp` -> `<name>`; None for a name that is not a temporary."""
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return None
+    stem, sep, writer = name[1 : -len(TMP_SUFFIX)].rpartition(".")
+    return stem if sep and stem and writer.replace("-", "").isdigit() else None
 
 
 class ObjectOutput(Output):
