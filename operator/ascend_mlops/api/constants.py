@@ -40,6 +40,20 @@ LABEL_OWNER_NAME: Final = f"{GROUP}/owner-name"
 LABEL_REPLICA_INDEX: Final = f"{GROUP}/replica-index"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
 ANNOTATION_MODEL_DIGEST: Final = f"{GROUP}/model"
+# InferenceService revisions: pods of the stable and the canary Deployment differ in their component label.
+COMPONENT_PREDICTOR: Final = "predictor"
+COMPONENT_CANARY: Final = "predictor-canary"
+ANNOTATION_REVISION: Final = f"{GROUP}/revision"  # "stable" | "canary" on the revision's Deployment, pods, Service
+REVISION_STABLE: Final = "stable"
+REVISION_CANARY: Final = "canary"
+# The sandbox's kubelet remaps container ports to free loopback ports and says so on
+# the pod (JSON {"<containerPort>": <local port>}); its proxy says the same on a
+# Service ({"<service port>": <local port>}) and gives Services and HTTPRoutes a URL.
+ANNOTATION_SANDBOX_PORTS: Final = f"{GROUP}/sandbox-ports"
+ANNOTATION_SANDBOX_URL: Final = f"{GROUP}/sandbox-url"
+# The Gateway API (gateway.networking.k8s.io), for exact canary weights.
+GATEWAY_API_VERSION: Final = "gateway.networking.k8s.io/v1"
+HTTPROUTES: Final = "httproutes"
 PRODUCT: Final = "ascend-mlops"
 
 
