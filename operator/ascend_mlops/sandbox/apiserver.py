@@ -1214,7 +1214,18 @@ def kubeconfig_text(url: str, namespace: str = "default", name: str = "ascend-ml
     return yaml.safe_dump(config, sort_keys=False)
 
 
+# The sandbox's own stand-in CRDs for APIs of other projects (the Gateway API's
+# HTTPRoute, which its gateway routes): served next to the product's CRDs.
+GATEWAY_CRD_DIR = Path(__file__).resolve().parent / "gateway_api"
+
+
 def default_crd_dirs() -> tuple[Path, ...]:
+    """The product's CRDs and, when they are found, the sandbox's stand-in Gateway API CRD."""
+    product = product_crd_dirs()
+    return (*product, GATEWAY_CRD_DIR) if product else ()
+
+
+def product_crd_dirs() -> tuple[Path, ...]:
     """`crds/` at the top of the source tree (an editable install or a checkout)."""
     here = Path(__file__).resolve()
     for parent in here.parents:

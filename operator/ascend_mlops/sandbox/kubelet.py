@@ -18,7 +18,14 @@ group (`podrun.py` maps its paths, ports and env):
 * env from Secrets/ConfigMaps (`secretKeyRef`, `envFrom`, ...) is read from the API;
   a missing one or a missing required key leaves the pod waiting in
   `CreateContainerConfigError` with the real kubelet's message, retried until it is there;
-* deletion: the process group gets SIGTERM, then SIGKILL after the grace period.
+* ports: each containerPort gets a free loopback port, written on the pod as the
+  annotation `ascend.mlops.dev/sandbox-ports` ({"<containerPort>": <local port>})
+  as soon as it is allocated (before the pod is Ready), for whoever scrapes it;
+* deletion: the pod leaves the ready endpoints of every Service and HTTPRoute at
+  once (as EndpointSlices mark a terminating endpoint not ready), then, after
+  `endpoint_settle` seconds for connections already dialled to it, its process
+  group gets SIGTERM, then SIGKILL after the grace period. Pods are stopped in
+  the background: a slow drain never holds up the rest of the node.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import base64
 import contextlib
 import ctypes
 import datetime
+import json
 import logging
 import os
 import shutil
@@ -39,6 +47,7 @@ from typing import Any
 
 import aiohttp
 
+from ascend_mlops.api import constants
 from ascend_mlops.sandbox import podrun, scheduling
 from ascend_mlops.sandbox.apiserver import free_port
 from ascend_mlops.sandbox.client import APIStatusError, Client
@@ -52,6 +61,10 @@ INITIAL_BACKOFF = 10.0
 BACKOFF_RESET_AFTER = 600.0  # a container that ran this long starts its back-off over
 CONFIG_RETRY = 2.0  # seconds between attempts to start a pod whose Secret/ConfigMap/volume is not there yet
 MAX_GRACE = 10.0  # the sandbox does not wait the full 30 s default for a process to stop
+# Between a deleted pod leaving the endpoints and its SIGTERM: a connection the
+# proxy or the gateway dialled just before reaches the server before it stops
+# listening (a real cluster leaves this to a preStop sleep).
+ENDPOINT_SETTLE = 0.5
 
 
 @dataclass
@@ -62,6 +75,7 @@ class KubeletConfig:
     nodes: list[scheduling.NodeConfig] = field(default_factory=scheduling.default_nodes)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # given to every process
     max_grace: float = MAX_GRACE
+    endpoint_settle: float = ENDPOINT_SETTLE
 
     @property
     def data_dir(self) -> Path:
@@ -169,8 +183,22 @@ class PodWorker:
     def log_path(self, container: str, previous: bool = False) -> Path:
         return self.dir / (f"{container}.previous.log" if previous else f"{container}.log")
 
+    @property
+    def terminating(self) -> bool:
+        """Being stopped (deleted, or past its deadline): never an endpoint again."""
+        return self._stopping
+
+    @property
+    def serving(self) -> bool:
+        """Every container is running and ready: what makes the pod a ready endpoint."""
+        return bool(self.plans) and not self._stopping and all(self.ready.get(name) for name in self.plans)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
+
+    def leave_endpoints(self) -> None:
+        """Out of every Service's and HTTPRoute's endpoints from now on (before any signal)."""
+        self._stopping = True
 
     async def stop(self, reason: str = "Killing") -> None:
         """Kill every process of the pod (SIGTERM, grace period, SIGKILL) and end the worker."""
@@ -216,6 +244,7 @@ class PodWorker:
                         for port in container.get("ports") or []:
                             if "containerPort" in port and port["containerPort"] not in self.local_ports:
                                 self.local_ports[int(port["containerPort"])] = free_port()
+                    await self._annotate_ports()
                     lookup = await self._lookup_refs(containers)
                     for container in containers:
                         self.plans[container["name"]] = podrun.plan_container(
@@ -243,6 +272,23 @@ class PodWorker:
             raise
         except Exception:
             logger.exception("sandbox kubelet: pod %s/%s failed unexpectedly", self.namespace, self.name)
+
+    async def _annotate_ports(self) -> None:
+        """`ascend.mlops.dev/sandbox-ports` on the pod: where each containerPort listens on this machine."""
+        if not self.local_ports:
+            return
+        value = json.dumps({str(k): v for k, v in sorted(self.local_ports.items())}, sort_keys=True)
+        if (self.pod["metadata"].get("annotations") or {}).get(constants.ANNOTATION_SANDBOX_PORTS) == value:
+            return
+        try:
+            updated = await self.kubelet.client.patch(
+                "v1", "pods", self.namespace, self.name, {"metadata": {"annotations": {constants.ANNOTATION_SANDBOX_PORTS: value}}}
+            )
+        except (APIStatusError, aiohttp.ClientError) as e:
+            logger.debug("sandbox kubelet: ports of %s/%s not annotated: %s", self.namespace, self.name, e)
+            return
+        if updated:
+            self.pod = updated
 
     @property
     def _node(self) -> str:
@@ -566,16 +612,19 @@ class Kubelet:
         self.pods: dict[str, dict[str, Any]] = {}  # uid -> pod
         self.nodes: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, PodWorker] = {}
+        self.terminating: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}  # uid -> worker being stopped
         self.unschedulable: dict[str, str] = {}  # uid -> last message reported
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._pids: set[int] = set()
         self._stopped = False
         from ascend_mlops.sandbox.controllers import DeploymentController
+        from ascend_mlops.sandbox.gateway import Gateway
         from ascend_mlops.sandbox.proxy import ServiceProxy
 
         self.deployments = DeploymentController(self)
         self.proxy = ServiceProxy(self)
+        self.gateway = Gateway(self)
 
     # Processes, for the "nothing left running" guarantee.
     def track(self, pid: int) -> None:
@@ -585,7 +634,7 @@ class Kubelet:
         self._pids.discard(pid)
 
     def log_path(self, namespace: str, pod: str, container: str | None, previous: bool) -> Path | None:
-        for worker in self.workers.values():
+        for worker in [*self.workers.values(), *(w for w, _ in self.terminating.values())]:
             if worker.namespace == namespace and worker.name == pod:
                 name = container or next(iter(worker.plans), "")
                 return worker.log_path(name, previous)
@@ -610,6 +659,7 @@ class Kubelet:
             asyncio.create_task(self._watch("v1", "nodes", self._on_node), name="kubelet watch nodes"),
             asyncio.create_task(self._watch("apps/v1", "deployments", self.deployments.on_event), name="kubelet watch deployments"),
             asyncio.create_task(self._watch("v1", "services", self.proxy.on_event), name="kubelet watch services"),
+            asyncio.create_task(self.gateway.watch(), name="kubelet watch httproutes"),
             asyncio.create_task(self._loop(), name="kubelet loop"),
             asyncio.create_task(self._heartbeat(), name="kubelet heartbeat"),
         ]
@@ -621,9 +671,18 @@ class Kubelet:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await asyncio.gather(*(worker.stop() for worker in self.workers.values()), return_exceptions=True)
+        terminating = list(self.terminating.values())
+        for _, task in terminating:
+            task.cancel()
+        for _, task in terminating:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        stopping = [*self.workers.values(), *(w for w, _ in terminating)]
+        await asyncio.gather(*(worker.stop() for worker in stopping), return_exceptions=True)
         self.workers.clear()
+        self.terminating.clear()
         await self.proxy.stop()
+        await self.gateway.stop()
         for pid in list(self._pids):  # belt and braces: anything a worker did not reap
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
@@ -676,6 +735,7 @@ class Kubelet:
                 await self._sync_workers()
                 await self.deployments.sync()
                 await self.proxy.sync()
+                await self.gateway.sync()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -725,7 +785,7 @@ class Kubelet:
     async def _sync_workers(self) -> None:
         ours = {config.name for config in self.config.nodes}
         for uid, pod in list(self.pods.items()):
-            if uid in self.workers or pod.get("spec", {}).get("nodeName") not in ours:
+            if uid in self.workers or uid in self.terminating or pod.get("spec", {}).get("nodeName") not in ours:
                 continue
             if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 continue  # finished before this kubelet started: nothing to run again
@@ -734,13 +794,26 @@ class Kubelet:
             worker.start()
         for uid in [u for u in self.workers if u not in self.pods or self.pods[u]["metadata"].get("deletionTimestamp")]:
             worker = self.workers.pop(uid)
+            worker.leave_endpoints()
+            task = asyncio.create_task(self._terminate(uid, worker), name=f"stop pod {worker.namespace}/{worker.name}")
+            self.terminating[uid] = (worker, task)
+
+    async def _terminate(self, uid: str, worker: PodWorker) -> None:
+        try:
+            if worker.local_ports and any(p.returncode is None for p in worker.processes.values()):
+                await asyncio.sleep(self.config.endpoint_settle)
             await worker.stop()
             if uid in self.pods:
                 # A pod with finalizers waits for the kubelet to confirm its containers are gone.
-                with contextlib.suppress(APIStatusError):
+                with contextlib.suppress(APIStatusError, aiohttp.ClientError):
                     await self.client.delete("v1", "pods", worker.namespace, worker.name)
+        finally:
+            if self.terminating.get(uid, (None,))[0] is worker:
+                del self.terminating[uid]
+            self.wake()
 
     def ready_endpoints(self, selector: Mapping[str, str], namespace: str) -> list[tuple[dict[str, Any], PodWorker]]:
+        """Ready, not terminating pods the selector matches (what an EndpointSlice lists as ready)."""
         result = []
         for uid, worker in self.workers.items():
             pod = self.pods.get(uid)
@@ -749,7 +822,7 @@ class Kubelet:
             labels = pod["metadata"].get("labels") or {}
             if not selector or any(labels.get(k) != v for k, v in selector.items()):
                 continue
-            if all(worker.ready.get(name) for name in worker.plans) and worker.plans:
+            if worker.serving:
                 result.append((pod, worker))
         return result
 

@@ -1,10 +1,15 @@
 """Services on local ports: the sandbox's kube-proxy.
 
 Every port of every Service with a selector gets a TCP listener on 127.0.0.1;
-each connection goes to one ready endpoint (round robin), to the local port
-the kubelet gave the pod's target port. With no ready endpoint the connection
-is closed at once, as kube-proxy rejects it. The local address is written on
-the Service as the annotation `ascend.mlops.dev/sandbox-url` (first port) and
+each connection goes to one ready endpoint (round robin per Service), to the
+local port the kubelet gave the pod's target port. Like kube-proxy this works
+per connection: a client that keeps its connection alive stays on one pod, so
+a split between revisions by ready replicas holds over connections, not
+requests. A pod being deleted is no endpoint from the moment of the deletion
+(before its SIGTERM); a connection that cannot be opened is tried on the next
+endpoint. With no ready endpoint the connection is closed at once, as
+kube-proxy rejects it. The local address is written on the Service as the
+annotation `ascend.mlops.dev/sandbox-url` (first port) and
 `ascend.mlops.dev/sandbox-ports` (service port -> local port, JSON).
 """
 
@@ -12,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ascend_mlops.api import constants
 from ascend_mlops.sandbox.client import APIStatusError
 
 if TYPE_CHECKING:
@@ -25,8 +30,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ANNOTATION_URL = "ascend.mlops.dev/sandbox-url"
-ANNOTATION_PORTS = "ascend.mlops.dev/sandbox-ports"
+ANNOTATION_URL = constants.ANNOTATION_SANDBOX_URL
+ANNOTATION_PORTS = constants.ANNOTATION_SANDBOX_PORTS
 
 
 class ServiceProxy:
@@ -34,7 +39,7 @@ class ServiceProxy:
         self.kubelet = kubelet
         self.services: dict[str, dict[str, Any]] = {}
         self.listeners: dict[tuple[str, int], tuple[asyncio.Server, int]] = {}  # (svc uid, service port) -> server, local port
-        self._round_robin = itertools.count()
+        self._round_robin: dict[tuple[str, int], int] = {}  # (svc uid, service port) -> next endpoint
         self._annotated: dict[str, str] = {}
         self._connections: set[asyncio.Task[Any]] = set()
 
@@ -44,6 +49,23 @@ class ServiceProxy:
             self.services.pop(uid, None)
         else:
             self.services[uid] = service
+
+    def find(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for service in self.services.values():
+            meta = service["metadata"]
+            if meta.get("namespace", "default") == namespace and meta["name"] == name:
+                return service
+        return None
+
+    def endpoint_ports(self, service: Mapping[str, Any], port: Mapping[str, Any]) -> list[int]:
+        """Local ports of the Service port's ready endpoints (pods being deleted are not among them)."""
+        selector = service.get("spec", {}).get("selector") or {}
+        found = []
+        for pod, worker in self.kubelet.ready_endpoints(selector, service["metadata"].get("namespace", "default")):
+            local = _target_port(pod, worker.local_ports, port)
+            if local is not None:
+                found.append(local)
+        return found
 
     def local_port(self, namespace: str, name: str, port: int | None = None) -> int | None:
         for uid, service in self.services.items():
@@ -97,35 +119,29 @@ class ServiceProxy:
         with contextlib.suppress(APIStatusError):
             await self.kubelet.client.patch("v1", "services", meta.get("namespace"), meta["name"], {"metadata": {"annotations": annotations}})
 
-    def _target(self, service: Mapping[str, Any], port: Mapping[str, Any]) -> int | None:
-        selector = service.get("spec", {}).get("selector") or {}
-        endpoints = self.kubelet.ready_endpoints(selector, service["metadata"].get("namespace", "default"))
-        if not endpoints:
-            return None
-        pod, worker = endpoints[next(self._round_robin) % len(endpoints)]
-        target = port.get("targetPort", port.get("port"))
-        if isinstance(target, str) and not target.isdigit():
-            container_port = next(
-                (p.get("containerPort") for c in pod.get("spec", {}).get("containers") or [] for p in c.get("ports") or [] if p.get("name") == target),
-                None,
-            )
-            if container_port is None:
-                return None
-        else:
-            container_port = int(target)
-        return worker.local_ports.get(int(container_port))
+    def _targets(self, uid: str, service: Mapping[str, Any], port: Mapping[str, Any]) -> list[int]:
+        """The ready endpoints' local ports, starting at this Service port's next one in turn."""
+        ports = self.endpoint_ports(service, port)
+        if not ports:
+            return []
+        key = (uid, int(port.get("port", 0)))
+        turn = self._round_robin.get(key, 0) % len(ports)
+        self._round_robin[key] = turn + 1
+        return ports[turn:] + ports[:turn]
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: str, port: Mapping[str, Any]) -> None:
         service = self.services.get(uid)
-        local = self._target(service, port) if service else None
-        if local is None:
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        for local in self._targets(uid, service, port) if service else []:
+            try:
+                upstream = await asyncio.open_connection("127.0.0.1", local)
+                break
+            except OSError:
+                continue  # exited meanwhile: the next endpoint, as a client's retry would
+        if upstream is None:
             writer.close()
             return
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", local)
-        except OSError:
-            writer.close()
-            return
+        upstream_reader, upstream_writer = upstream
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
@@ -153,3 +169,18 @@ class ServiceProxy:
         for task in list(self._connections):
             task.cancel()
         self.listeners.clear()
+
+
+def _target_port(pod: Mapping[str, Any], local_ports: Mapping[int, int], port: Mapping[str, Any]) -> int | None:
+    """The local port of a Service port's targetPort (number or container port name) on one pod."""
+    target = port.get("targetPort", port.get("port"))
+    if isinstance(target, str) and not target.isdigit():
+        container_port = next(
+            (p.get("containerPort") for c in pod.get("spec", {}).get("containers") or [] for p in c.get("ports") or [] if p.get("name") == target),
+            None,
+        )
+        if container_port is None:
+            return None
+    else:
+        container_port = int(target)
+    return local_ports.get(int(container_port))
