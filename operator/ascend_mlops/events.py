@@ -36,6 +36,8 @@ WARNING_REASONS: Final = frozenset(
         Reason.UNSCHEDULABLE,
         Reason.IMAGE_PULL_FAILED,
         Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+        Reason.ANALYSIS_FAILED,
+        Reason.PROGRESS_DEADLINE_EXCEEDED,
     }
 )
 

@@ -34,6 +34,8 @@ ENV_HEALTH_PORT: Final = "ASCEND_MLOPS_HEALTH_PORT"
 ENV_LOG_FORMAT: Final = "ASCEND_MLOPS_LOG_FORMAT"
 ENV_STORAGE_SECRET: Final = "ASCEND_MLOPS_STORAGE_SECRET"
 ENV_SCRATCH_SIZE: Final = "ASCEND_MLOPS_SCRATCH_SIZE"
+ENV_GATEWAY: Final = "ASCEND_MLOPS_GATEWAY"
+ENV_DOMAIN: Final = "ASCEND_MLOPS_DOMAIN"
 
 DRIVER_MOUNTS_RUNTIME: Final = "runtime"
 DRIVER_MOUNTS_HOSTPATH: Final = "hostpath"
@@ -45,6 +47,7 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"", "0", "false", "no", "off"})
 # RFC 1123 label (namespaces) and the qualified-name shape of label keys / resource names.
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN: Final = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME: Final = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -78,6 +81,11 @@ class Settings:
     # set; "" wires none, and the pods use their own identity (IRSA, node role).
     storage_secret: str = ""
     scratch_size: str = "20Gi"  # sizeLimit of the scratch emptyDir object-storage pods download into
+    # "<namespace>/<name>" of a Gateway API Gateway: each InferenceService gets an
+    # HTTPRoute attached to it, with exact canary weights. "" = no Gateway: the
+    # client Service selects the revisions and the split follows ready replicas.
+    gateway: tuple[str, str] | None = None
+    domain: str = ""  # HTTPRoute host names <name>.<namespace>.<domain>; "" = none (match every host)
 
     @property
     def all_namespaces(self) -> bool:
@@ -122,6 +130,8 @@ class Settings:
             log_format=_choice(ENV_LOG_FORMAT, text(ENV_LOG_FORMAT, defaults.log_format).lower(), LOG_FORMATS),
             storage_secret=_secret_name(text(ENV_STORAGE_SECRET, defaults.storage_secret)),
             scratch_size=_size(ENV_SCRATCH_SIZE, text(ENV_SCRATCH_SIZE, defaults.scratch_size)),
+            gateway=_gateway(text(ENV_GATEWAY, "")),
+            domain=_domain(text(ENV_DOMAIN, "")),
         )
 
 
@@ -180,6 +190,25 @@ def _namespaces(value: str) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+def _gateway(value: str) -> tuple[str, str] | None:
+    if not value:
+        return None
+    namespace, sep, name = value.partition("/")
+    if not sep or not _DNS_LABEL.match(namespace) or not _DNS_SUBDOMAIN.match(name):
+        raise SettingsError(
+            f"{ENV_GATEWAY}={value!r} is not '<namespace>/<name>' of a Gateway (gateway.networking.k8s.io); "
+            "leave it empty to split canary traffic by ready replicas"
+        )
+    return namespace, name
+
+
+def _domain(value: str) -> str:
+    value = value.strip(".").lower()
+    if value and not _DNS_SUBDOMAIN.match(value):
+        raise SettingsError(f"{ENV_DOMAIN}={value!r} is not a DNS domain such as 'models.example.com'")
+    return value
 
 
 def _label_key(name: str, value: str) -> str:

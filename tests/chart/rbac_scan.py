@@ -171,30 +171,51 @@ def _params(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
 
 
 def find_helpers(trees: list[ast.Module]) -> dict[str, set[tuple[str, int, int, str | None]]]:
-    """Functions that pass their own api_version/plural parameters to the client.
+    """Functions that pass their own api_version/plural parameters to the client, directly or through
+    another such function (found to a fixpoint).
 
     name -> {(verb, index of api_version parameter, index of plural parameter, subresource)}
     """
     helpers: dict[str, set[tuple[str, int, int, str | None]]] = {}
-    for tree in trees:
-        for func in ast.walk(tree):
-            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) or func.name in CLIENT_VERBS:
-                continue
+    funcs = [
+        func for tree in trees for func in ast.walk(tree)
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) and func.name not in CLIENT_VERBS
+    ]
+    changed = True
+    while changed:
+        changed = False
+        for func in funcs:
             params = _params(func)
+            found_here: set[tuple[str, int, int, str | None]] = set()
             for node in ast.walk(func):
-                found = _client_call(node)
-                if found is None or found[1] not in CLIENT_VERBS:
+                if not isinstance(node, ast.Call):
                     continue
-                assert isinstance(node, ast.Call)
-                args = node.args[:2]
-                if len(args) == 2 and all(isinstance(a, ast.Name) and a.id in params for a in args):
-                    assert isinstance(args[0], ast.Name) and isinstance(args[1], ast.Name)
-                    sub = next((k.value for k in node.keywords if k.arg == "subresource"), None)
-                    subresource = sub.value if isinstance(sub, ast.Constant) else None
-                    helpers.setdefault(func.name, set()).add(
-                        (CLIENT_VERBS[found[1]], params.index(args[0].id), params.index(args[1].id), subresource)
-                    )
+                found = _client_call(node)
+                if found is not None and found[1] in CLIENT_VERBS:
+                    args = node.args[:2]
+                    if len(args) == 2 and all(isinstance(a, ast.Name) and a.id in params for a in args):
+                        assert isinstance(args[0], ast.Name) and isinstance(args[1], ast.Name)
+                        sub = next((k.value for k in node.keywords if k.arg == "subresource"), None)
+                        subresource = sub.value if isinstance(sub, ast.Constant) else None
+                        found_here.add((CLIENT_VERBS[found[1]], params.index(args[0].id), params.index(args[1].id), subresource))
+                    continue
+                callee = _callee_name(node)
+                for verb, vi, pi, sub in helpers.get(callee or "", set()):
+                    v, pl = _argument(node, vi), _argument(node, pi)
+                    if isinstance(v, ast.Name) and isinstance(pl, ast.Name) and v.id in params and pl.id in params:
+                        found_here.add((verb, params.index(v.id), params.index(pl.id), sub))
+            if found_here - helpers.get(func.name, set()):
+                helpers.setdefault(func.name, set()).update(found_here)
+                changed = True
     return helpers
+
+
+def _callee_name(call: ast.Call) -> str | None:
+    if isinstance(call.func, ast.Attribute):
+        return call.func.attr
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    return None
 
 
 def _argument(call: ast.Call, index: int, func_params: list[str] | None = None) -> ast.AST | None:
@@ -282,6 +303,8 @@ def scan(package_dir: Path = PACKAGE_DIR, package: str = "ascend_mlops") -> Need
                 for verb, version_index, plural_index, sub in helpers[method]:
                     version_node = _argument(node, version_index)
                     plural_node = _argument(node, plural_index)
+                    if id(node) in helper_bodies and isinstance(version_node, ast.Name) and isinstance(plural_node, ast.Name):
+                        continue  # a helper passing its own parameters on: resolved at its call sites
                     if version_node is None or plural_node is None:
                         raise ScanError(f"{where}: pass api_version and plural positionally to {method}()")
                     api_version = evaluate(version_node, namespace, where)

@@ -102,7 +102,11 @@ cluster-scoped rules always go in the ClusterRole.
 # Model servers (replaced when they drift from the spec).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
+# InferenceService routes on the configured Gateway (ASCEND_MLOPS_GATEWAY) with the canary's weights.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "create", "update"]
 # The four kinds: watched and read; delete for ttlSecondsAfterFinished.
 - apiGroups: ["ascend.mlops.dev"]
   resources: ["batchpredictions", "inferenceservices", "modelconversions", "trainingjobs"]

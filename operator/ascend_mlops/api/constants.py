@@ -84,6 +84,10 @@ class ConditionType:
     SOURCE_READY: Final = "SourceReady"  # referenced TrainingJob / ModelConversion done (or model resolved)
     MODEL_READY: Final = "ModelReady"
     PREDICTOR_READY: Final = "PredictorReady"  # as in KServe
+    # InferenceService canary (spec.canary)
+    CANARY_READY: Final = "CanaryReady"
+    CANARY_PROMOTED: Final = "CanaryPromoted"
+    CANARY_ROLLED_BACK: Final = "CanaryRolledBack"
     # kstatus abnormal-true conditions.
     RECONCILING: Final = "Reconciling"
     STALLED: Final = "Stalled"
@@ -125,5 +129,13 @@ class Reason:
     MODEL_LOAD_FAILED: Final = "ModelLoadFailed"
     UNSCHEDULABLE: Final = "Unschedulable"
     IMAGE_PULL_FAILED: Final = "ImagePullFailed"
+    # Canary: why it advanced, was promoted or rolled back (a rollback's reason may also be a pod reason above)
+    CANARY_PROGRESSING: Final = "CanaryProgressing"
+    STEP_PASSED: Final = "StepPassed"
+    ANALYSIS_PASSED: Final = "AnalysisPassed"
+    ANALYSIS_FAILED: Final = "AnalysisFailed"
+    PROMOTING: Final = "Promoting"
+    PROMOTED: Final = "Promoted"
+    PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
     # Object storage: the Secret named by spec.storage.secretName (or the default) or a required key is missing
     STORAGE_SECRET_MISSING: Final = "StorageSecretMissing"

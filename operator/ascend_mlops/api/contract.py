@@ -185,6 +185,12 @@ DEFAULT_SERVER_PORT: Final = 8080
 HEALTH_LIVE_PATH: Final = "/v2/health/live"
 HEALTH_READY_PATH: Final = "/v2/health/ready"
 METRICS_PATH: Final = "/metrics"
+# The server's Prometheus series the operator's canary analysis reads (per pod).
+METRIC_PREFIX: Final = "ascend_mlops_server"
+METRIC_REQUESTS: Final = f"{METRIC_PREFIX}_requests"  # counter {route, method, code}
+METRIC_REQUEST_SECONDS: Final = f"{METRIC_PREFIX}_request_duration_seconds"  # histogram {route}
+# aiohttp's canonical route names of the inference routes (POST); everything else is health, metadata or the page.
+INFERENCE_ROUTES: Final = frozenset({"/", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"})
 
 # ---------------------------------------------------------------------------
 # Termination-message summaries. Keys are camelCase, like the status fields

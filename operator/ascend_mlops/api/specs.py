@@ -199,6 +199,13 @@ HYPERPARAMETER_TYPES: Final[dict[str, tuple[type, float | None, float | None]]] 
     "patience": (int, 0, 10000),
     "image_size": (int, 16, 1024),
     "eval_every": (int, 1, 10000),
+    "warmup_epochs": (float, 0.0, 1000.0),
+    "label_smoothing": (float, 0.0, 0.5),
+    "crop_scale": (float, 0.05, 1.0),
+    "color_jitter": (float, 0.0, 0.5),
+    "eval_crop": (float, 0.5, 1.0),
+    "freeze_epochs": (int, 0, 10000),
+    "fine_tune_lr_scale": (float, 0.001, 1.0),
 }
 
 
@@ -234,7 +241,7 @@ def is_object_name(text: str) -> bool:
 @dataclass(frozen=True)
 class TrainingJobSpec:
     algorithm: str
-    hyperparameters: Mapping[str, int | float]
+    hyperparameters: Mapping[str, int | float | str]
     dataset: StorageURI
     train_ratio: float
     output: StorageURI
@@ -285,6 +292,31 @@ class InferenceServiceSpec:
     max_body_bytes: int | None = None
     pod: PodOptions = field(default_factory=PodOptions)
     storage: StorageOptions = field(default_factory=StorageOptions)
+    canary: CanarySpec | None = None
+
+
+@dataclass(frozen=True)
+class CanaryAnalysis:
+    """Walk `steps` (percent of traffic), checking the canary's metrics every `interval_seconds`."""
+
+    interval_seconds: int = 60
+    steps: tuple[int, ...] = (10, 50, 100)
+    max_error_rate: float = 0.01  # share of the canary's inference requests answered 5xx
+    max_latency_p99_ms: float | None = None
+    min_requests: int = 20  # fewer canary requests in an interval: no verdict yet, the interval grows
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    """A second model revision that gets `traffic_percent` of the requests (or walks `analysis.steps`)."""
+
+    conversion_ref: str | None
+    model: StorageURI | None
+    labels: StorageURI | None
+    traffic_percent: int
+    replicas: int = 1
+    progress_deadline_seconds: int = 600  # a canary not ready by then is rolled back
+    analysis: CanaryAnalysis | None = None
 
 
 @dataclass(frozen=True)
@@ -563,10 +595,17 @@ def parse_training_job(raw: object) -> TrainingJobSpec:
         choices=catalog.ALGORITHMS,
         hint=f"use one of: {', '.join(catalog.ALGORITHMS)}",
     )
-    hyperparameters: dict[str, int | float] = {}
+    hyperparameters: dict[str, int | float | str] = {}
     raw_hp = r.mapping(algorithm, "hyperparameters", "spec.algorithm")
     for key, value in raw_hp.items():
         where = f"spec.algorithm.hyperparameters.{key}"
+        if key in catalog.HYPERPARAMETER_CHOICES:  # a name, such as the recipe
+            choices = catalog.HYPERPARAMETER_CHOICES[key]
+            if value not in choices:
+                r.fail(where, f"{value!r} is not one of: {', '.join(choices)}")
+            else:
+                hyperparameters[key] = value
+            continue
         if key not in HYPERPARAMETER_TYPES:
             r.fail(where, f"unknown hyperparameter; use one of: {', '.join(catalog.HYPERPARAMETERS)}")
             continue
@@ -764,6 +803,7 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
     max_body = r.integer(spec, "maxBodyBytes", "spec", minimum=1024)
     pod = r.pod_options(spec)
     storage = r.storage_options(spec)
+    canary = _canary(r, spec, section)
     r.raise_if_errors()
     return InferenceServiceSpec(
         conversion_ref=section.conversion_ref,
@@ -779,6 +819,70 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
         max_body_bytes=max_body,
         pod=pod,
         storage=storage,
+        canary=canary,
+    )
+
+
+def _canary(r: _Reader, spec: Mapping[str, Any], stable: _ModelSection) -> CanarySpec | None:
+    """`spec.canary`: the model fields of spec.model, plus how much traffic it gets and how that is decided."""
+    if spec.get("canary") is None:
+        return None
+    path = "spec.canary"
+    canary = r.mapping(spec, "canary", "spec")
+    if not isinstance(spec.get("canary"), Mapping):
+        return None
+    ref = r.reference(canary, "conversionRef", path)
+    model_uri = r.uri(canary, "uri", path)
+    if ("conversionRef" in canary) == ("uri" in canary):
+        r.fail(path, "set exactly one of conversionRef (a ModelConversion in this namespace) or uri (a model location)")
+    labels = r.uri(canary, "labels", path)
+    if model_uri is not None and stable.runtime == "acl" and model_uri.name.endswith(".pb"):
+        r.fail(f"{path}.uri", f"{model_uri} is a TensorFlow graph; the acl runtime serves .om models")
+    if (ref is not None and ref == stable.conversion_ref) or (model_uri is not None and model_uri == stable.model):
+        r.fail(path, "names the same model as spec.model; a canary is a different model (promote by moving it to spec.model)")
+    replicas = r.integer(canary, "replicas", path, default=1, minimum=1, maximum=100) or 1
+    deadline = r.integer(canary, "progressDeadlineSeconds", path, default=600, minimum=10) or 600
+    percent = r.integer(canary, "trafficPercent", path, minimum=0, maximum=100)
+    analysis: CanaryAnalysis | None = None
+    if canary.get("analysis") is not None:
+        analysis = _analysis(r, r.mapping(canary, "analysis", path), f"{path}.analysis")
+        if analysis is not None and percent is not None and percent != analysis.steps[0]:
+            r.fail(
+                f"{path}.trafficPercent",
+                f"is {percent} but analysis.steps starts at {analysis.steps[0]}; with analysis the canary starts at "
+                "the first step: drop trafficPercent or make it the first step",
+            )
+    elif percent is None and "trafficPercent" not in canary:
+        r.fail(f"{path}.trafficPercent", "is required without analysis (0-100: the canary's share of the requests)")
+    start = analysis.steps[0] if analysis is not None else (percent or 0)
+    return CanarySpec(ref, model_uri, labels, start, replicas, deadline, analysis)
+
+
+def _analysis(r: _Reader, raw: Mapping[str, Any], path: str) -> CanaryAnalysis | None:
+    defaults = CanaryAnalysis()
+    interval = r.integer(raw, "intervalSeconds", path, default=defaults.interval_seconds, minimum=1, maximum=86400)
+    steps = defaults.steps
+    raw_steps = raw.get("steps")
+    if raw_steps is not None:
+        if not isinstance(raw_steps, list) or not raw_steps:
+            r.fail(f"{path}.steps", f"expected a non-empty list of percentages such as [10, 50, 100], got {raw_steps!r}")
+        elif any(isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= 100 for x in raw_steps):
+            r.fail(f"{path}.steps", f"every step is an integer percentage from 1 to 100, got {raw_steps!r}")
+        elif any(b <= a for a, b in zip(raw_steps, raw_steps[1:], strict=False)):
+            r.fail(f"{path}.steps", f"steps must increase, got {raw_steps!r}")
+        else:
+            steps = tuple(raw_steps)
+    max_error = r.number(raw, "maxErrorRate", path, default=defaults.max_error_rate, minimum=0.0)
+    if max_error is not None and max_error > 1:
+        r.fail(f"{path}.maxErrorRate", f"{max_error:g} is a share of the requests: 0 to 1 (0.01 is 1 percent)")
+    p99 = r.number(raw, "maxLatencyP99Ms", path, exclusive_min=0.0)
+    min_requests = r.integer(raw, "minRequests", path, default=defaults.min_requests, minimum=0)
+    return CanaryAnalysis(
+        interval_seconds=interval or defaults.interval_seconds,
+        steps=steps,
+        max_error_rate=defaults.max_error_rate if max_error is None else max_error,
+        max_latency_p99_ms=p99,
+        min_requests=defaults.min_requests if min_requests is None else min_requests,
     )
 
 

@@ -10,13 +10,25 @@ from ascend_mlops.builders import accelerator, common
 from ascend_mlops.builders.model import ResolvedModel, model_pod
 from ascend_mlops.settings import Settings
 
-COMPONENT: Final = "predictor"
+COMPONENT: Final = constants.COMPONENT_PREDICTOR
+CANARY_COMPONENT: Final = constants.COMPONENT_CANARY
 CONTAINER: Final = "server"
 SERVICE_PORT: Final = 80
-__all__ = ["ResolvedModel", "build_deployment", "build_service", "deployment_name", "service_name", "service_url"]
+COMPONENTS: Final = {constants.REVISION_STABLE: COMPONENT, constants.REVISION_CANARY: CANARY_COMPONENT}
+__all__ = [
+    "ResolvedModel", "build_deployment", "build_httproute", "build_revision_service", "build_service",
+    "deployment_name", "revision_service_name", "service_name", "service_url",
+]
 
-def deployment_name(isvc: str) -> str:
-    return common.clip_name(f"{isvc}-predictor")
+def deployment_name(isvc: str, revision: str = constants.REVISION_STABLE) -> str:
+    suffix = "" if revision == constants.REVISION_STABLE else f"-{revision}"
+    return common.clip_name(f"{isvc}-predictor{suffix}")
+
+
+def revision_service_name(isvc: str, revision: str) -> str:
+    """One Service per revision (`<name>-predictor-stable`, `-canary`): what an HTTPRoute's weights point at."""
+    name = common.clip_name(f"{isvc}-predictor-{revision}")
+    return name if name[0].isalpha() else common.clip_name(f"s-{name}")
 
 
 def service_name(isvc: str) -> str:
@@ -38,8 +50,16 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def build_deployment(
-    spec: InferenceServiceSpec, owner: common.Owner, settings: Settings, model: ResolvedModel
+    spec: InferenceServiceSpec,
+    owner: common.Owner,
+    settings: Settings,
+    model: ResolvedModel,
+    *,
+    revision: str = constants.REVISION_STABLE,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
+    """The Deployment of one revision: the stable one (spec.model) or the canary (spec.canary)."""
+    component = COMPONENTS[revision]
     parts = model_pod(
         model, settings, pod=spec.pod, storage=spec.storage,
         device=spec.accelerator,
@@ -69,7 +89,7 @@ def build_deployment(
     container["startupProbe"] = _probe(contract.HEALTH_LIVE_PATH, 5, 120)
     container["livenessProbe"] = _probe(contract.HEALTH_LIVE_PATH, 10, 3)
     container["readinessProbe"] = _probe(contract.HEALTH_READY_PATH, 5, 3)
-    selector = common.selector_labels(owner, COMPONENT)
+    selector = common.selector_labels(owner, component)
     template_annotations = {
         # Changing the model changes the template, which rolls the Deployment.
         constants.ANNOTATION_MODEL_DIGEST: str(model.uri),
@@ -83,12 +103,12 @@ def build_deployment(
         else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     )
     deployment_spec: dict[str, Any] = {
-        "replicas": spec.replicas,
+        "replicas": spec.replicas if replicas is None else replicas,
         "selector": {"matchLabels": selector},
         "strategy": strategy,
         "template": {
             "metadata": {
-                "labels": common.child_labels(owner, COMPONENT),
+                "labels": common.child_labels(owner, component),
                 "annotations": template_annotations,
             },
             "spec": {
@@ -105,29 +125,84 @@ def build_deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": common.object_meta(
-            deployment_name(owner.name),
+            deployment_name(owner.name, revision),
             owner,
-            COMPONENT,
-            annotations={common.ANNOTATION_SPEC_HASH: common.spec_hash(deployment_spec)},
+            component,
+            annotations={common.ANNOTATION_SPEC_HASH: common.spec_hash(deployment_spec), constants.ANNOTATION_REVISION: revision},
         ),
         "spec": deployment_spec,
     }
 
 
-def build_service(owner: common.Owner) -> dict[str, Any]:
+def serving_selector(owner: common.Owner, revisions: tuple[str, ...]) -> dict[str, str]:
+    """Pods of these revisions: one revision's component labels, or the owner's labels for both."""
+    if len(revisions) == 1:
+        return common.selector_labels(owner, COMPONENTS[revisions[0]])
+    both = common.selector_labels(owner, COMPONENT)
+    del both[constants.LABEL_COMPONENT]
+    return both
+
+
+def _service(name: str, owner: common.Owner, selector: dict[str, str], revision: str | None = None) -> dict[str, Any]:
     spec = {
         "type": "ClusterIP",
-        "selector": common.selector_labels(owner, COMPONENT),
+        "selector": selector,
         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
+    annotations = {common.ANNOTATION_SPEC_HASH: common.spec_hash(spec)}
+    if revision is not None:
+        annotations[constants.ANNOTATION_REVISION] = revision
     return {
         "apiVersion": "v1",
         "kind": "Service",
+        "metadata": common.object_meta(name, owner, COMPONENT, annotations=annotations),
+        "spec": spec,
+    }
+
+
+def build_service(owner: common.Owner, revisions: tuple[str, ...] = (constants.REVISION_STABLE,)) -> dict[str, Any]:
+    """The Service clients call, `<name>-predictor`: it selects the revisions that get traffic.
+
+    Without a Gateway that is the split: both revisions selected means requests
+    spread over their ready pods, so the canary's share follows its share of
+    the ready replicas.
+    """
+    return _service(service_name(owner.name), owner, serving_selector(owner, revisions))
+
+
+def build_revision_service(owner: common.Owner, revision: str) -> dict[str, Any]:
+    return _service(revision_service_name(owner.name, revision), owner, serving_selector(owner, (revision,)), revision)
+
+
+def route_name(isvc: str) -> str:
+    return common.clip_name(isvc)
+
+
+def build_httproute(
+    owner: common.Owner, gateway: tuple[str, str], domain: str, canary_percent: int | None
+) -> dict[str, Any]:
+    """One HTTPRoute on the configured Gateway; with a canary its two backends carry exact weights.
+
+    `canary_percent` None: no canary, every request goes to the client Service.
+    """
+    if canary_percent is None:
+        backends = [{"name": service_name(owner.name), "port": SERVICE_PORT, "weight": 1}]
+    else:
+        backends = [
+            {"name": revision_service_name(owner.name, constants.REVISION_STABLE), "port": SERVICE_PORT, "weight": 100 - canary_percent},
+            {"name": revision_service_name(owner.name, constants.REVISION_CANARY), "port": SERVICE_PORT, "weight": canary_percent},
+        ]
+    spec: dict[str, Any] = {
+        "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": gateway[0], "name": gateway[1]}],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": backends}],
+    }
+    if domain:
+        spec["hostnames"] = [f"{owner.name}.{owner.namespace}.{domain}"]
+    return {
+        "apiVersion": constants.GATEWAY_API_VERSION,
+        "kind": "HTTPRoute",
         "metadata": common.object_meta(
-            service_name(owner.name),
-            owner,
-            COMPONENT,
-            annotations={common.ANNOTATION_SPEC_HASH: common.spec_hash(spec)},
+            route_name(owner.name), owner, COMPONENT, annotations={common.ANNOTATION_SPEC_HASH: common.spec_hash(spec)}
         ),
         "spec": spec,
     }

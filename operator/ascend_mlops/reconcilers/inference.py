@@ -9,20 +9,40 @@ message.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
+from ascend_mlops import events
 from ascend_mlops import status as st
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
-from ascend_mlops.api.specs import InferenceServiceSpec, SpecError, parse_inference_service
+from ascend_mlops.api.specs import (
+    InferenceServiceSpec,
+    SpecError,
+    StorageURI,
+    parse_inference_service,
+)
 from ascend_mlops.builders import inference as builder
 from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner, selector_labels
 from ascend_mlops.builders.model import ResolvedModel
+from ascend_mlops.kube import ApiError
 from ascend_mlops.reconcilers import credentials, models
 from ascend_mlops.reconcilers import pods as P
+from ascend_mlops.reconcilers.canary import (
+    ACTIVE,
+    PROGRESSING,
+    PROMOTED,
+    PROMOTING,
+    ROLLED_BACK,
+    Canary,
+    Revision,
+    analyse,
+    check_health,
+)
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
 from ascend_mlops.reconcilers.models import Waiting
 from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
+from ascend_mlops.settings import ENV_GATEWAY
 
 KIND: Final = constants.INFERENCE_SERVICE
 EVENT_CONDITIONS: Final = (
@@ -30,6 +50,9 @@ EVENT_CONDITIONS: Final = (
     ConditionType.SOURCE_READY,
     ConditionType.READY,
     ConditionType.STALLED,
+    ConditionType.CANARY_READY,
+    ConditionType.CANARY_PROMOTED,
+    ConditionType.CANARY_ROLLED_BACK,
 )
 # Exit codes with which a server says "this model cannot be loaded"; restarting will not help.
 MODEL_LOAD_EXIT_CODES: Final = frozenset(
@@ -38,9 +61,13 @@ MODEL_LOAD_EXIT_CODES: Final = frozenset(
 
 
 async def resolve_model(
-    rt: Runtime, key: Key, spec: InferenceServiceSpec
+    rt: Runtime, key: Key, spec: InferenceServiceSpec, *, canary: bool = False
 ) -> tuple[ResolvedModel, dict[str, Any]]:
-    """The model to serve and its status.model record, or raise Waiting."""
+    """The model to serve (spec.model, or spec.canary's) and its status.model record, or raise Waiting."""
+    if canary:
+        assert spec.canary is not None
+        c = spec.canary
+        return await models.resolve_model(rt, key, models.ModelRef(c.conversion_ref, c.model, c.labels, spec.runtime), slot="canary")
     return await models.resolve_model(rt, key, models.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime))
 
 
@@ -111,6 +138,62 @@ def pod_problem(state: P.PodState) -> tuple[str, str] | None:
     return None
 
 
+class GatewayMissing(ChildConflict):
+    """The operator is told to use a Gateway, but the Gateway API is not installed."""
+
+
+async def observe(
+    rt: Runtime, owner: Owner, deployment: dict[str, Any] | None, component: str, model: str, replicas: int
+) -> Revision:
+    """Readiness of one revision: its Deployment's counts and its current pods' problems."""
+    revision = Revision()
+    if deployment is None:
+        return revision
+    dep_status = deployment.get("status") or {}
+    revision.replicas = int(dep_status.get("replicas") or 0)
+    revision.ready = int(dep_status.get("readyReplicas") or 0)
+    updated = dep_status.get("updatedReplicas")
+    dep_generation = (deployment.get("metadata") or {}).get("generation")
+    dep_observed = dep_status.get("observedGeneration")
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    revision.rolled_out = (
+        (template.get("annotations") or {}).get(constants.ANNOTATION_MODEL_DIGEST, model) == model
+        and revision.ready >= replicas
+        and (updated is None or int(updated) >= replicas)
+        and (dep_generation is None or dep_observed is None or int(dep_observed) >= int(dep_generation))
+    )
+    # Pods of the current template carry the model in an annotation; older ones are on their way out.
+    pods = await rt.list_children(owner, "v1", "pods", selector_labels(owner, component), direct=False)
+    for pod in pods:
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(constants.ANNOTATION_MODEL_DIGEST, model) != model:
+            continue
+        state = P.pod_state(pod, builder.CONTAINER)
+        if state.ready and not state.deleting:
+            revision.pods.append(pod)
+        problem = pod_problem(state)
+        if problem is not None and revision.problem is None:
+            revision.problem = problem
+    return revision
+
+
+async def delete_if_present(rt: Runtime, owner: Owner, api_version: str, plural: str, name: str) -> None:
+    existing = await rt.client.get(api_version, plural, owner.namespace, name)
+    if existing is not None and any(
+        ref.get("kind") == owner.kind and ref.get("name") == owner.name
+        for ref in (existing.get("metadata") or {}).get("ownerReferences") or []
+    ):
+        await rt.delete_child(owner, api_version, plural, name)
+
+
+async def ensure_child(rt: Runtime, owner: Owner, api_version: str, plural: str, desired: dict[str, Any]) -> None:
+    existing = await rt.client.get(api_version, plural, owner.namespace, desired["metadata"]["name"])
+    if existing is None:
+        await rt.create_child(owner, api_version, plural, desired)
+    else:
+        await _update_if_drifted(rt, owner, api_version, plural, existing, desired)
+
+
 async def reconcile(rt: Runtime, key: Key) -> Result:
     snap = await snapshot(rt, key)
     if snap is None:
@@ -149,9 +232,33 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
     if rt.settings.simulator:
         record["simulated"] = True
     conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"serving {model.uri}")
-    status["model"] = record
 
-    blocked = await credentials.check_storage_secret(rt, owner.namespace, (model.uri, model.labels), spec.storage)
+    # --- the canary's model and state -----------------------------------------------------
+    canary_model: ResolvedModel | None = None
+    canary_record: dict[str, Any] | None = None
+    state: Canary | None = None
+    canary_waiting: Waiting | None = None
+    if spec.canary is not None:
+        try:
+            canary_model, canary_record = await resolve_model(rt, key, spec, canary=True)
+        except Waiting as waiting:
+            canary_waiting = waiting
+        else:
+            state = Canary.load(snap.old_status, str(canary_model.uri), snap.now)
+    else:
+        rt.set_references(key, (), "canary")
+        previous = snap.old_status.get("canary")
+        if isinstance(previous, Mapping) and previous.get("state") in ACTIVE and previous.get("model") == str(model.uri):
+            # GitOps promotion: spec.model is now the canary's model and spec.canary is gone. The
+            # canary keeps serving while the stable revision rolls to it, as an automatic promotion does.
+            state = Canary(dict(previous))
+            if state.state != PROMOTING:
+                state.promote(Reason.PROMOTED, "spec.model now names the canary's model")
+
+    models_to_check: list[StorageURI | None] = [model.uri, model.labels]
+    if canary_model is not None:
+        models_to_check += [canary_model.uri, canary_model.labels]
+    blocked = await credentials.check_storage_secret(rt, owner.namespace, tuple(models_to_check), spec.storage)
     if blocked is not None:
         # No Deployment is created or changed until the pods could start; one already running keeps serving.
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, blocked.reason, blocked.message)
@@ -159,58 +266,180 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         await rt.write_status(key, body, status, EVENT_CONDITIONS)
         return Result(requeue_after=blocked.requeue_after)
 
-    desired = builder.build_deployment(spec, owner, rt.settings, model)
+    canary_name = builder.deployment_name(owner.name, constants.REVISION_CANARY)
+    canary_dep = await rt.client.get("apps/v1", "deployments", owner.namespace, canary_name) if state or spec.canary else None
+    canary_rev = Revision()
+    if state is not None and state.state in ACTIVE:
+        canary_replicas = spec.canary.replicas if spec.canary is not None else int((canary_dep or {}).get("spec", {}).get("replicas") or 0)
+        canary_rev = await observe(rt, owner, canary_dep, builder.CANARY_COMPONENT, state.record["model"], canary_replicas)
+        if spec.canary is not None:
+            check_health(state, spec.canary, canary_rev, snap.now)
+
+    # --- the stable revision: spec.model, or the canary's model once it is being promoted ---------
+    serving = model
+    if state is not None and state.state in (PROMOTING, PROMOTED) and canary_model is not None and canary_record is not None:
+        serving, record = canary_model, dict(canary_record)
+        if rt.settings.simulator:
+            record["simulated"] = True
+    status["model"] = record
+    desired = builder.build_deployment(spec, owner, rt.settings, serving)
     try:
         deployment = await ensure_deployment(rt, owner, desired)
-        await ensure_service(rt, owner, builder.build_service(owner))
+        stable_rev = await observe(rt, owner, deployment, builder.COMPONENT, str(serving.uri), spec.replicas)
+        if state is not None and state.state == PROGRESSING and spec.canary is not None and spec.canary.analysis is not None:
+            if canary_rev.rolled_out and canary_rev.pods:
+                await analyse(state, spec.canary.analysis, canary_rev.pods, stable_rev.pods, snap.now)
+        if state is not None and state.state == PROMOTING and stable_rev.rolled_out and deployment is not desired:
+            state.record.update(state=PROMOTED, message=f"{state.record['model']} is the stable revision")
+            state.note(Reason.PROMOTED, f"canary {state.record['model']} promoted: the stable revision serves it")
+        percent = _canary_percent(state, spec, canary_rev)
+        await _ensure_canary_children(rt, owner, spec, state, canary_model, canary_dep, percent)
+        await _ensure_routing(rt, owner, state, percent)
     except ChildConflict as exc:
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.RECONCILE_ERROR, str(exc))
         not_ready(Phase.NOT_READY, Reason.RECONCILE_ERROR, str(exc), stalled=True)
         await rt.write_status(key, body, status, EVENT_CONDITIONS)
         return Result(requeue_after=30.0)
     status["url"] = builder.service_url(owner.name, owner.namespace)
+    status["replicas"] = stable_rev.replicas
+    status["readyReplicas"] = stable_rev.ready
+    _canary_status(status, conditions, spec, serving, state, canary_waiting, canary_rev, stable_rev, percent, rt.settings.gateway is not None)
 
-    dep_status = deployment.get("status") or {}
-    ready_replicas = int(dep_status.get("readyReplicas") or 0)
-    updated = dep_status.get("updatedReplicas")
-    status["replicas"] = int(dep_status.get("replicas") or 0)
-    status["readyReplicas"] = ready_replicas
-
-    # Pods of the current template carry the model in an annotation; older ones are on their way out.
-    server_pods = await rt.list_children(
-        owner, "v1", "pods", selector_labels(owner, builder.COMPONENT), direct=False
-    )
-    problems: list[tuple[str, str]] = []
-    for pod in server_pods:
-        annotations = (pod.get("metadata") or {}).get("annotations") or {}
-        if annotations.get(constants.ANNOTATION_MODEL_DIGEST, str(model.uri)) != str(model.uri):
-            continue
-        problem = pod_problem(P.pod_state(pod, builder.CONTAINER))
-        if problem is not None:
-            problems.append(problem)
-
-    dep_generation = (deployment.get("metadata") or {}).get("generation")
-    dep_observed = dep_status.get("observedGeneration")
-    rolled_out = (
-        ready_replicas >= spec.replicas
-        and (updated is None or int(updated) >= spec.replicas)
-        and (dep_generation is None or dep_observed is None or int(dep_observed) >= int(dep_generation))
-    )
     simulated = " (on the Ascend simulator)" if record.get("simulated") else ""
-    if problems:
-        reason = problems[0][0]
-        message = "; ".join(m for _, m in problems[:3])
+    promoting = state is not None and state.state == PROMOTING and canary_rev.ready > 0
+    if stable_rev.problem is not None and not promoting:
+        reason, message = stable_rev.problem
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, reason, message)
         not_ready(Phase.NOT_READY, reason, message, stalled=reason == Reason.MODEL_LOAD_FAILED)
-    elif rolled_out:
-        message = f"{ready_replicas}/{spec.replicas} replica(s) ready, serving {model.uri}{simulated}"
+    elif stable_rev.rolled_out or promoting:
+        if stable_rev.rolled_out:
+            message = f"{stable_rev.ready}/{spec.replicas} replica(s) ready, serving {serving.uri}{simulated}"
+        else:
+            message = f"promoting {serving.uri}: the canary serves while the stable revision rolls ({stable_rev.ready}/{spec.replicas} ready){simulated}"
         conditions.set(ConditionType.PREDICTOR_READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
         conditions.set(ConditionType.READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
         st.set_kstatus(conditions, reconciling=None, stalled=None)
         status.update(phase=Phase.READY, conditions=conditions.to_list())
     else:
-        message = f"waiting for {spec.replicas} replica(s) to be ready ({ready_replicas} ready){simulated}"
+        message = f"waiting for {spec.replicas} replica(s) to be ready ({stable_rev.ready} ready){simulated}"
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.DEPLOYMENT_PROGRESSING, message)
         not_ready(Phase.NOT_READY, Reason.DEPLOYMENT_PROGRESSING, message, stalled=False)
     await rt.write_status(key, body, status, EVENT_CONDITIONS)
-    return Result()
+    if state is not None and state.notes:
+        events.post(body, state.notes)
+    return Result(requeue_after=state.requeue_after if state is not None else None)
+
+
+def _canary_percent(state: Canary | None, spec: InferenceServiceSpec, canary: Revision) -> int | None:
+    """The canary's weight now; None when there is no canary Deployment to send anything to."""
+    if state is None or state.state not in ACTIVE:
+        return None
+    if state.state == PROMOTING:
+        return 100 if canary.ready else None
+    return state.percent(spec.canary) if canary.ready else 0
+
+
+async def _ensure_canary_children(
+    rt: Runtime, owner: Owner, spec: InferenceServiceSpec, state: Canary | None, model: ResolvedModel | None,
+    existing: dict[str, Any] | None, percent: int | None,
+) -> None:
+    """The canary Deployment (scaled to 0 once rolled back: its NPUs go back) and the per-revision Services."""
+    name = builder.deployment_name(owner.name, constants.REVISION_CANARY)
+    active = state is not None and state.state in ACTIVE
+    if spec.canary is not None and model is not None and state is not None and state.state in (PROGRESSING, PROMOTING, ROLLED_BACK):
+        if state.state == ROLLED_BACK and existing is None:
+            pass  # never created, nothing to free
+        else:
+            replicas = 0 if state.state == ROLLED_BACK else spec.canary.replicas
+            desired = builder.build_deployment(spec, owner, rt.settings, model, revision=constants.REVISION_CANARY, replicas=replicas)
+            await ensure_deployment(rt, owner, desired)
+    elif not active and existing is not None:
+        await delete_if_present(rt, owner, "apps/v1", "deployments", name)
+    for revision in (constants.REVISION_STABLE, constants.REVISION_CANARY):
+        if active:
+            await ensure_service(rt, owner, builder.build_revision_service(owner, revision))
+        elif existing is not None or state is not None:
+            await delete_if_present(rt, owner, "v1", "services", builder.revision_service_name(owner.name, revision))
+
+
+async def _ensure_routing(rt: Runtime, owner: Owner, state: Canary | None, percent: int | None) -> None:
+    """The client Service's selector follows the split; with a Gateway, the HTTPRoute carries exact weights."""
+    if percent is None or percent == 0:
+        revisions: tuple[str, ...] = (constants.REVISION_STABLE,)
+    elif percent == 100:
+        revisions = (constants.REVISION_CANARY,)
+    else:
+        revisions = (constants.REVISION_STABLE, constants.REVISION_CANARY)
+    await ensure_service(rt, owner, builder.build_service(owner, revisions))
+    if rt.settings.gateway is not None:
+        weights = percent if state is not None and state.state in ACTIVE and percent is not None else None
+        route = builder.build_httproute(owner, rt.settings.gateway, rt.settings.domain, weights)
+        try:
+            await ensure_child(rt, owner, constants.GATEWAY_API_VERSION, constants.HTTPROUTES, route)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            raise GatewayMissing(
+                f"{ENV_GATEWAY} names a Gateway, but the cluster serves no HTTPRoute ({constants.GATEWAY_API_VERSION}); "
+                f"install the Gateway API CRDs or unset {ENV_GATEWAY} to split by ready replicas"
+            ) from None
+
+
+def _canary_status(
+    status: dict[str, Any], conditions: st.Conditions, spec: InferenceServiceSpec, serving: ResolvedModel,
+    state: Canary | None, waiting: Waiting | None, canary: Revision, stable: Revision, percent: int | None, gateway: bool,
+) -> None:
+    """status.traffic (one entry per revision), status.canary and the Canary* conditions."""
+    mode = "HTTPRoute" if gateway else "Service"
+    split = percent or 0
+    if not gateway and percent not in (None, 0, 100):
+        # Without a Gateway requests spread over the ready pods of both revisions.
+        total = stable.ready + canary.ready
+        split = round(100 * canary.ready / total) if total else 0
+    traffic = [{
+        "revision": constants.REVISION_STABLE, "model": str(serving.uri), "percent": 100 - split,
+        "replicas": stable.replicas, "readyReplicas": stable.ready,
+    }]
+    if state is not None and state.state in ACTIVE:
+        traffic.append({
+            "revision": constants.REVISION_CANARY, "model": state.record["model"], "percent": split,
+            "replicas": canary.replicas, "readyReplicas": canary.ready,
+        })
+    elif spec.canary is not None and state is not None and state.state == ROLLED_BACK:
+        traffic.append({"revision": constants.REVISION_CANARY, "model": state.record["model"], "percent": 0, "replicas": canary.replicas, "readyReplicas": 0})
+    status["traffic"] = traffic
+    status["trafficSplit"] = mode
+    if spec.canary is None and (state is None or state.state not in ACTIVE):
+        status.pop("canary", None)
+        for type_ in (ConditionType.CANARY_READY, ConditionType.CANARY_PROMOTED, ConditionType.CANARY_ROLLED_BACK):
+            conditions.remove(type_)
+        return
+    if waiting is not None:
+        status.pop("canary", None)
+        conditions.set(ConditionType.CANARY_READY, st.FALSE, waiting.reason, waiting.message.replace("spec.model", "spec.canary"))
+        conditions.remove(ConditionType.CANARY_PROMOTED)
+        conditions.remove(ConditionType.CANARY_ROLLED_BACK)
+        return
+    assert state is not None
+    record = state.record
+    record["percent"] = split
+    record["split"] = mode
+    status["canary"] = record
+    if state.state == ROLLED_BACK:
+        conditions.set(ConditionType.CANARY_READY, st.FALSE, str(record.get("reason")), "rolled back to 0 percent")
+        conditions.set(ConditionType.CANARY_ROLLED_BACK, st.TRUE, str(record.get("reason")), str(record.get("message")))
+        conditions.remove(ConditionType.CANARY_PROMOTED)
+        return
+    conditions.remove(ConditionType.CANARY_ROLLED_BACK)
+    if state.state in (PROMOTING, PROMOTED):
+        conditions.set(ConditionType.CANARY_PROMOTED, st.TRUE, str(record.get("reason") or Reason.PROMOTED), str(record.get("message") or ""))
+    else:
+        conditions.remove(ConditionType.CANARY_PROMOTED)
+    if state.state == PROMOTED:
+        conditions.set(ConditionType.CANARY_READY, st.TRUE, Reason.PROMOTED, f"{record['model']} is the stable revision")
+    elif canary.rolled_out:
+        message = f"{canary.ready}/{canary.replicas} canary replica(s) ready, {split} percent of the requests ({mode})"
+        conditions.set(ConditionType.CANARY_READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
+    else:
+        message = f"waiting for the canary's replicas to be ready ({canary.ready} ready)"
+        conditions.set(ConditionType.CANARY_READY, st.FALSE, Reason.DEPLOYMENT_PROGRESSING, message)

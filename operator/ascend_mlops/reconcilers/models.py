@@ -34,11 +34,14 @@ class Waiting(Exception):
 
 
 async def resolve_model(
-    rt: Runtime, key: Key, ref: ModelRef
+    rt: Runtime, key: Key, ref: ModelRef, slot: str = ""
 ) -> tuple[ResolvedModel, dict[str, Any]]:
-    """The model the pods load and its status.model record, or raise Waiting."""
+    """The model the pods load and its status.model record, or raise Waiting.
+
+    `slot` names the field being resolved when an object has more than one (an
+    InferenceService's canary): each keeps its own references."""
     if ref.model is not None:
-        rt.set_references(key, ())
+        rt.set_references(key, (), slot)
         record: dict[str, Any] = {"uri": str(ref.model), "runtime": ref.runtime}
         if ref.labels is not None:
             record["labels"] = str(ref.labels)
@@ -50,7 +53,7 @@ async def resolve_model(
     state = references.summarize(conversion)
     referenced = [mc_key]
     if not state.found:
-        rt.set_references(key, referenced)
+        rt.set_references(key, referenced, slot)
         raise Waiting(
             Reason.REFERENCE_NOT_FOUND,
             f"spec.model.conversionRef.name: ModelConversion {name!r} not found in namespace {key.namespace!r}; "
@@ -58,7 +61,7 @@ async def resolve_model(
             failed=False,
         )
     if state.failed:
-        rt.set_references(key, referenced)
+        rt.set_references(key, referenced, slot)
         raise Waiting(
             Reason.REFERENCE_FAILED,
             f"spec.model.conversionRef.name: ModelConversion {name!r} failed ({state.message}); fix it or "
@@ -66,7 +69,7 @@ async def resolve_model(
             failed=True,
         )
     if not state.succeeded:
-        rt.set_references(key, referenced)
+        rt.set_references(key, referenced, slot)
         raise Waiting(
             Reason.WAITING_FOR_CONVERSION,
             f"waiting for ModelConversion {name!r} to succeed (phase {state.phase})",
@@ -82,7 +85,7 @@ async def resolve_model(
     try:
         model_uri = parse_storage_uri(location, f"ModelConversion {name} {field_name}")
     except FieldError as exc:
-        rt.set_references(key, referenced)
+        rt.set_references(key, referenced, slot)
         raise Waiting(
             Reason.REFERENCE_FAILED,
             f"spec.model.conversionRef.name: ModelConversion {name!r} succeeded but reports no usable model "
@@ -101,7 +104,7 @@ async def resolve_model(
                 labels = parse_storage_uri(labels_uri, f"TrainingJob {job_name} status.artifacts.labels")
             except FieldError:
                 labels = None  # serve without class names rather than not at all
-    rt.set_references(key, referenced)
+    rt.set_references(key, referenced, slot)
     record = {"uri": str(model_uri), "runtime": ref.runtime, "conversion": name}
     if labels is not None:
         record["labels"] = str(labels)

@@ -103,6 +103,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._dependents: dict[Key, set[Key]] = {}  # referenced -> objects that reference it
         self._references: dict[Key, set[Key]] = {}  # object -> what it references
+        self._slots: dict[Key, dict[str, set[Key]]] = {}  # object -> field -> what that field references
         self._closed = False
 
     # --- scheduling --------------------------------------------------------------------
@@ -170,6 +171,7 @@ class Runtime:
         if timer is not None:
             timer[1].cancel()
         self._errors.pop(key, None)
+        self._slots.pop(key, None)
         self.set_references(key, ())
         self.phases.forget(key.kind, key.namespace, key.name)
         lock = self._locks.get(key)
@@ -188,9 +190,11 @@ class Runtime:
         self.phases.clear()
 
     # --- references between objects ------------------------------------------------------
-    def set_references(self, key: Key, referenced: Iterable[Key]) -> None:
-        """Record what `key` reads, so a change there wakes `key` up."""
-        new = set(referenced)
+    def set_references(self, key: Key, referenced: Iterable[Key], slot: str = "") -> None:
+        """Record what `key` reads (per `slot`: an object may read for several fields), so a change there wakes `key` up."""
+        slots = self._slots.setdefault(key, {})
+        slots[slot] = set(referenced)
+        new = set().union(*slots.values())
         for old in self._references.get(key, set()) - new:
             self._dependents.get(old, set()).discard(key)
         for ref in new:
@@ -199,6 +203,7 @@ class Runtime:
             self._references[key] = new
         else:
             self._references.pop(key, None)
+            self._slots.pop(key, None)
 
     def dependents(self, key: Key) -> set[Key]:
         return set(self._dependents.get(key, set()))

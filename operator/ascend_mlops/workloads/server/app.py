@@ -47,7 +47,7 @@ MODEL_VERSION = "1"
 IMAGE_FIELD = "images"
 HEADER_INFERENCE_LENGTH = "Inference-Header-Content-Length"
 HEADER_BATCH_SIZE = "X-Batch-Size"
-INFERENCE_ROUTES = frozenset({"/", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"})
+INFERENCE_ROUTES = contract.INFERENCE_ROUTES
 _CHUNK = 64 * 1024
 
 

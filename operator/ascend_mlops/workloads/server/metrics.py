@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-PREFIX = "ascend_mlops_server"
+from ascend_mlops.api import contract
+
+PREFIX = contract.METRIC_PREFIX
 STAGES = ("read", "decode", "preprocess", "queue", "infer", "postprocess", "total")
 _SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -15,10 +17,10 @@ class ServerMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            f"{PREFIX}_requests", "HTTP requests by route, method and status code", ["route", "method", "code"], registry=r
+            contract.METRIC_REQUESTS, "HTTP requests by route, method and status code", ["route", "method", "code"], registry=r
         )
         self.request_seconds = Histogram(
-            f"{PREFIX}_request_duration_seconds", "HTTP request latency by route", ["route"],
+            contract.METRIC_REQUEST_SECONDS, "HTTP request latency by route", ["route"],
             buckets=_SECONDS_BUCKETS, registry=r,
         )
         self.stage_seconds = Histogram(
