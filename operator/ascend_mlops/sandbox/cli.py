@@ -43,6 +43,8 @@ from ascend_mlops.sandbox.proxy import ANNOTATION_URL
 
 T = TypeVar("T")
 RESOURCES = "trainingjobs,modelconversions,inferenceservices"
+ENV_GATEWAY = "ASCEND_MLOPS_GATEWAY"  # the operator's setting (settings.ENV_GATEWAY): "<namespace>/<Gateway name>"
+SANDBOX_GATEWAY = "ascend-mlops-system/sandbox"  # the Gateway the sandbox plays (it serves every HTTPRoute)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,15 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or ~/.local/state/ascend-mlops/sandbox",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="log the sandbox's own components too")
+    gateway = argparse.ArgumentParser(add_help=False)
+    gateway.add_argument(
+        "--gateway", nargs="?", const=SANDBOX_GATEWAY, default=None, metavar="NAMESPACE/NAME",
+        help=f"run the operator with {ENV_GATEWAY} set (default {SANDBOX_GATEWAY}): InferenceServices get an HTTPRoute, "
+        "which the sandbox serves on its own local port with exact canary weights per request",
+    )
     sub = parser.add_subparsers(dest="sandbox_command", metavar="{up,run,down,status}")
     sub.required = True
 
-    up = sub.add_parser("up", parents=[common], help="start the API, the operator and the local kubelet; stay up until stopped")
+    up = sub.add_parser("up", parents=[common, gateway], help="start the API, the operator and the local kubelet; stay up until stopped")
     up.add_argument("--detach", action="store_true", help="run in the background and return once it is up")
     up.add_argument("--npus", type=int, default=4, help="Ascend 310 devices the simulated node advertises (default 4)")
     up.add_argument("--no-operator", action="store_true", help="do not start the operator (to run one yourself against the kubeconfig)")
 
-    run = sub.add_parser("run", parents=[common], help="run an example end to end: train, convert, serve, classify an image")
+    run = sub.add_parser("run", parents=[common, gateway], help="run an example end to end: train, convert, serve, classify an image")
     run.add_argument("example", type=Path, help="an example folder, such as examples/flowers")
     run.add_argument("--data", type=Path, help="a dataset folder (one sub-folder of images per class); default: download, else generate")
     profile = run.add_mutually_exclusive_group()
@@ -148,12 +156,18 @@ async def _race_signal(work: Awaitable[T]) -> tuple[bool, T | None]:
     return False, None
 
 
-def _usage(sandbox_root: Path, api: str) -> str:
+def _operator_env(args: argparse.Namespace) -> dict[str, str]:
+    """Operator settings the command line asks for (the rest of ASCEND_MLOPS_* comes from the environment)."""
+    return {ENV_GATEWAY: args.gateway} if args.gateway else {}
+
+
+def _usage(sandbox_root: Path, api: str, gateway: str | None = None) -> str:
     kubeconfig = sandbox_root / "kubeconfig"
     return "\n".join([
         f"  API:        {api}",
         f"  kubeconfig: {kubeconfig}",
         f"  nodes:      {scheduling.CPU_NODE}, {scheduling.ASCEND_NODE} ({scheduling.ASCEND_RESOURCE})",
+        *([f"  gateway:    {gateway} (each HTTPRoute on its own local port: `sandbox status` lists them)"] if gateway else []),
         f"  logs:       {sandbox_root / 'logs' / 'operator.log'}, {sandbox_root / 'pods'}/<namespace>/<pod>/",
         "  try:",
         f"    export KUBECONFIG={kubeconfig}",
@@ -163,14 +177,14 @@ def _usage(sandbox_root: Path, api: str) -> str:
 
 
 async def _up(root: Path, args: argparse.Namespace) -> int:
-    sandbox = Sandbox(SandboxConfig(root=root, npus=args.npus, run_operator=not args.no_operator))
+    sandbox = Sandbox(SandboxConfig(root=root, npus=args.npus, run_operator=not args.no_operator, env=_operator_env(args)))
     finished, _ = await _race_signal(sandbox.start())
     if not finished:
         with _patient_signals():
             await sandbox.stop()
         return 130
     print(f"sandbox up in {root}")
-    print(_usage(root, sandbox.url))
+    print(_usage(root, sandbox.url, args.gateway))
     print(f"stop it with Ctrl-C or `ascend-mlops sandbox down --dir {root}`", flush=True)
     try:
         await _until_signal()
@@ -193,6 +207,8 @@ def _up_detached(root: Path, args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "ascend_mlops", "sandbox", "up", "--dir", str(root), "--npus", str(args.npus)]
     if args.no_operator:
         command.append("--no-operator")
+    if args.gateway:
+        command += ["--gateway", args.gateway]
     with (root / "logs" / "sandbox.log").open("ab") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
@@ -200,7 +216,7 @@ def _up_detached(root: Path, args: argparse.Namespace) -> int:
         state = read_state(root)
         if state is not None and state.get("pid") == child.pid:
             print(f"sandbox up in {root} (pid {child.pid})")
-            print(_usage(root, str(state["api"])))
+            print(_usage(root, str(state["api"]), args.gateway))
             print(f"stop it with `ascend-mlops sandbox down --dir {root}`")
             return 0
         if child.poll() is not None:
@@ -217,6 +233,8 @@ def _print_report(report: Report, root: Path, api: str) -> None:
     print()
     print(f"prediction: {json.dumps(report.prediction)}")
     print(f"service:    {report.service_url}/   (inside a cluster: {report.cluster_url})")
+    if report.route_url:
+        print(f"route:      {report.route_url}/   (the HTTPRoute through the sandbox gateway: exact canary weights)")
     print(f"try:        curl -F images=@{report.sample} {report.service_url}/")
     print(f"            open {report.service_url}/ in a browser to upload a photo")
     print(f"            KUBECONFIG={root / 'kubeconfig'} kubectl get {RESOURCES}")
@@ -246,7 +264,7 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
     own: Sandbox | None = None
     started = time.monotonic()
     if state is None:
-        own = Sandbox(SandboxConfig(root=root, npus=args.npus))
+        own = Sandbox(SandboxConfig(root=root, npus=args.npus, env=_operator_env(args)))
         print(f"[{0.0:7.1f}s] starting the sandbox in {root} (API, operator, kubelet)", flush=True)
         finished, _ = await _race_signal(own.start())
         if not finished:
@@ -258,6 +276,8 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
     else:
         api = str(state["api"])
         print(f"using the sandbox already up in {root} (API {api})", flush=True)
+        if args.gateway:
+            print(f"note: --gateway applies to a sandbox this command starts; start this one with `sandbox up --gateway {args.gateway}`", flush=True)
     boot = round(time.monotonic() - started, 1)
     client = Client(api)
     flow = ExampleRun(client, root, options, out=lambda line: print(line, flush=True))
@@ -358,4 +378,30 @@ async def _status(root: Path) -> int:
             for service, url in exposed:
                 if url:
                     print(f"  {service['metadata'].get('namespace')}/{service['metadata']['name']}: {url}")
+        routes = await _httproutes(client)
+        if routes:
+            print("httproutes:  (the sandbox gateway: each request to one backend, by weight)")
+            for line in routes:
+                print(f"  {line}")
     return 0
+
+
+async def _httproutes(client: Client) -> list[str]:
+    """`ns/name: URL  backend=weight, ...` for each HTTPRoute (none where the API serves no HTTPRoute)."""
+    try:
+        items = (await client.list(constants.GATEWAY_API_VERSION, constants.HTTPROUTES)).get("items", [])
+    except APIStatusError as e:
+        if e.status == 404:
+            return []
+        raise
+    lines = []
+    for route in items:
+        meta = route["metadata"]
+        url = (meta.get("annotations") or {}).get(ANNOTATION_URL) or "(no local port: no Gateway parentRef)"
+        rules = route.get("spec", {}).get("rules") or []
+        weights = " | ".join(
+            ", ".join(f"{ref.get('name')}={ref.get('weight', 1)}" for ref in rule.get("backendRefs") or []) or "no backends"
+            for rule in rules
+        )
+        lines.append(f"{meta.get('namespace')}/{meta['name']}: {url}  {weights}")
+    return lines

@@ -164,6 +164,7 @@ class Report:
     prediction: Any = None
     batch: dict[str, Any] | None = None  # the BatchPrediction's counts and accuracy (--batch)
     service_url: str | None = None
+    route_url: str | None = None  # the InferenceService's HTTPRoute on the sandbox gateway (operator with a Gateway)
     cluster_url: str | None = None
     sample: str | None = None
     dataset: str | None = None
@@ -500,6 +501,26 @@ class ExampleRun:
             await asyncio.sleep(0.2)
         raise FlowError(f"InferenceService/{name} is Ready but no Service of it is exposed on a local port")
 
+    async def route_url(self, isvc: Mapping[str, Any]) -> str | None:
+        """The local URL of the InferenceService's HTTPRoute, when the operator made one (a Gateway is set)."""
+        name = isvc["metadata"]["name"]
+        selector = f"{constants.LABEL_OWNER_KIND}={constants.INFERENCE_SERVICE},{constants.LABEL_OWNER_NAME}={name}"
+        for _ in range(50):  # the gateway writes the URL within a moment of the route's creation
+            try:
+                routes = (await self.client.list(
+                    constants.GATEWAY_API_VERSION, constants.HTTPROUTES, self.options.namespace, label_selector=selector,
+                )).get("items", [])
+            except APIStatusError:
+                return None
+            if not routes:
+                return None
+            for route in routes:
+                url = (route["metadata"].get("annotations") or {}).get(ANNOTATION_URL)
+                if url:
+                    return str(url)
+            await asyncio.sleep(0.2)
+        return None
+
     async def predict(self, url: str, image: Path) -> Any:
         form = aiohttp.FormData()
         form.add_field("images", image.read_bytes(), filename=image.name, content_type="image/jpeg")
@@ -565,6 +586,7 @@ class ExampleRun:
             return self.report
         url = await self.service_url(isvc)
         self.report.service_url = url
+        self.report.route_url = await self.route_url(isvc)
         self.report.cluster_url = (isvc.get("status") or {}).get("url")
         self.report.sample = str(sample)
         prediction = await self.predict(url, sample)
