@@ -137,15 +137,24 @@ def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> boo
 
 
 def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge-patch body turning `old` into `new`: top-level keys that went away become null."""
+    """A JSON merge-patch body turning `old` into `new`: keys that went away (at any depth) become null."""
+    return {"status": _merge_patch(old or {}, new)}
+
+
+def _merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for key in old or {}:
+    for key in old:
         if key not in new:
             body[key] = None
     for key, value in new.items():
-        if (old or {}).get(key) != value:
+        before = old.get(key)
+        if before == value:
+            continue
+        if isinstance(before, Mapping) and isinstance(value, Mapping):
+            body[key] = _merge_patch(before, value)  # a merge patch merges objects: removals must be explicit
+        else:
             body[key] = value
-    return {"status": body}
+    return body
 
 
 def transitions(old: Mapping[str, Any] | None, new: Mapping[str, Any], types: Iterable[str]) -> list[dict[str, Any]]:

@@ -267,7 +267,10 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         return Result(requeue_after=blocked.requeue_after)
 
     canary_name = builder.deployment_name(owner.name, constants.REVISION_CANARY)
-    canary_dep = await rt.client.get("apps/v1", "deployments", owner.namespace, canary_name) if state or spec.canary else None
+    had_canary = bool(snap.old_status.get("canary")) or len(snap.old_status.get("traffic") or []) > 1
+    canary_dep = None
+    if state is not None or spec.canary is not None or had_canary:  # no extra read for services that never had one
+        canary_dep = await rt.client.get("apps/v1", "deployments", owner.namespace, canary_name)
     canary_rev = Revision()
     if state is not None and state.state in ACTIVE:
         canary_replicas = spec.canary.replicas if spec.canary is not None else int((canary_dep or {}).get("spec", {}).get("replicas") or 0)
@@ -289,7 +292,9 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         if state is not None and state.state == PROGRESSING and spec.canary is not None and spec.canary.analysis is not None:
             if canary_rev.rolled_out and canary_rev.pods:
                 await analyse(state, spec.canary.analysis, canary_rev.pods, stable_rev.pods, snap.now)
-        if state is not None and state.state == PROMOTING and stable_rev.rolled_out and deployment is not desired:
+        if state is not None and state.state == PROMOTING and str(serving.uri) != state.record["model"]:
+            state.wake(0.5)  # promoted just now: the next turn rolls the stable revision to the canary's model
+        elif state is not None and state.state == PROMOTING and stable_rev.rolled_out and deployment is not desired:
             state.record.update(state=PROMOTED, message=f"{state.record['model']} is the stable revision")
             state.note(Reason.PROMOTED, f"canary {state.record['model']} promoted: the stable revision serves it")
         percent = _canary_percent(state, spec, canary_rev)
