@@ -63,6 +63,8 @@ def to_json_schema(node: Any) -> Any:
             continue  # handled with minimum/maximum below
         else:
             out[key] = to_json_schema(value)
+    if node.get("x-kubernetes-list-type") == "set":
+        out["uniqueItems"] = True  # what the API server enforces for a set
     if node.get("exclusiveMinimum") is True:
         out["exclusiveMinimum"] = out.pop("minimum")
     if node.get("exclusiveMaximum") is True:
@@ -187,7 +189,7 @@ def test_schema_enums_match_the_catalog() -> None:
 
 # --- examples -----------------------------------------------------------------------------
 def test_flowers_has_one_example_per_kind() -> None:
-    kinds = sorted(doc["kind"] for name, doc in example_docs() if name.startswith("examples/flowers/"))
+    kinds = sorted(doc["kind"] for name, doc in example_docs() if name.startswith("examples/flowers/") and "canary" not in name)
     assert kinds == sorted(CRDS)
 
 
@@ -206,7 +208,7 @@ def test_every_example_is_admitted_and_parses(name: str, doc: dict[str, Any]) ->
 
 
 def test_flowers_examples_mirror_the_seed() -> None:
-    docs = {doc["kind"]: doc for name, doc in example_docs() if name.startswith("examples/flowers/")}
+    docs = {doc["kind"]: doc for name, doc in example_docs() if name.startswith("examples/flowers/") and "canary" not in name}
     tj = admit(docs[constants.TRAINING_JOB])["spec"]
     assert tj["algorithm"]["name"] == "resnet_v1_50"
     assert tj["dataset"]["trainRatio"] == 0.8
@@ -309,6 +311,14 @@ MALFORMED = [
     (constants.INFERENCE_SERVICE, "spec.model.uri", "pvc://d/om/model"),  # both models
     (constants.INFERENCE_SERVICE, "spec.model", DELETE),
     (constants.INFERENCE_SERVICE, "spec.batching.maxBatchSize", 0),
+    (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "trafficPercent": 120}),
+    (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "trafficPercent": -1}),
+    (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "conversionRef": {"name": "v2"}, "trafficPercent": 20}),
+    (constants.INFERENCE_SERVICE, "spec.canary", {"trafficPercent": 20}),  # no model
+    (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "analysis": {"steps": [0, 50]}}),
+    (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "analysis": {"steps": [50, 50]}}),  # a set
+    (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "analysis": {"maxErrorRate": 2}}),
+    (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "analysis": {"interval": 5}}),
 ]
 
 

@@ -282,3 +282,45 @@ def test_inference_errors() -> None:
     assert "spec.replicas: 0 is below the minimum 1" in text
     assert "is a TensorFlow graph" in text
     assert "set exactly one of conversionRef" in errors_of(parse_inference_service, {"model": {}}, RESOURCE)
+
+
+CANARY_BASE = {"model": {"uri": "pvc://d/runs/V001/om/model"}}
+
+
+@pytest.mark.parametrize(
+    ("canary", "error"),
+    [
+        ({"uri": "pvc://d/runs/V002/om/model", "trafficPercent": 101}, "spec.canary.trafficPercent: 101 is above the maximum 100"),
+        ({"uri": "pvc://d/runs/V002/om/model", "trafficPercent": -5}, "spec.canary.trafficPercent: -5 is below the minimum 0"),
+        ({"uri": "pvc://d/runs/V002/om/model", "conversionRef": {"name": "v2"}, "trafficPercent": 20}, "spec.canary: set exactly one of"),
+        ({"trafficPercent": 20}, "spec.canary: set exactly one of"),
+        ({"uri": "pvc://d/runs/V002/om/model"}, "spec.canary.trafficPercent: is required without analysis"),
+        ({"uri": "pvc://d/runs/V001/om/model", "trafficPercent": 20}, "spec.canary: names the same model as spec.model"),
+        ({"uri": "pvc://d/runs/V002/om/model", "analysis": {"steps": [50, 10, 100]}}, "spec.canary.analysis.steps: steps must increase"),
+        ({"uri": "pvc://d/runs/V002/om/model", "analysis": {"steps": [10, 10]}}, "spec.canary.analysis.steps: steps must increase"),
+        ({"uri": "pvc://d/runs/V002/om/model", "analysis": {"steps": [0, 100]}}, "spec.canary.analysis.steps: every step is an integer"),
+        ({"uri": "pvc://d/runs/V002/om/model", "analysis": {"steps": []}}, "spec.canary.analysis.steps: expected a non-empty list"),
+        ({"uri": "pvc://d/runs/V002/om/model", "analysis": {"maxErrorRate": 1.5}}, "spec.canary.analysis.maxErrorRate: 1.5 is a share"),
+        ({"uri": "pvc://d/runs/V002/om/model", "trafficPercent": 5, "analysis": {"steps": [10, 100]}},
+         "spec.canary.trafficPercent: is 5 but analysis.steps starts at 10"),
+        ({"uri": "pvc://d/runs/V002/graph.pb", "trafficPercent": 5}, "spec.canary.uri: pvc://d/runs/V002/graph.pb is a TensorFlow graph"),
+    ],
+)
+def test_bad_canary_specs_name_the_field(canary: dict[str, Any], error: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_inference_service({**CANARY_BASE, "canary": canary}, catalog.DEFAULT_ACCELERATOR_RESOURCE)
+    assert error in str(info.value)
+
+
+def test_canary_defaults() -> None:
+    spec = parse_inference_service(
+        {**CANARY_BASE, "canary": {"uri": "pvc://d/runs/V002/om/model", "analysis": {}}}, catalog.DEFAULT_ACCELERATOR_RESOURCE
+    )
+    assert spec.canary is not None and spec.canary.analysis is not None
+    assert spec.canary.traffic_percent == 10 and spec.canary.replicas == 1 and spec.canary.progress_deadline_seconds == 600
+    assert spec.canary.analysis.steps == (10, 50, 100) and spec.canary.analysis.max_error_rate == 0.01
+    assert spec.canary.analysis.interval_seconds == 60 and spec.canary.analysis.min_requests == 20
+    plain = parse_inference_service(
+        {**CANARY_BASE, "canary": {"uri": "pvc://d/runs/V002/om/model", "trafficPercent": 20, "replicas": 2}}, catalog.DEFAULT_ACCELERATOR_RESOURCE
+    )
+    assert plain.canary is not None and plain.canary.traffic_percent == 20 and plain.canary.replicas == 2 and plain.canary.analysis is None
