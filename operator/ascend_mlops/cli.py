@@ -27,6 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "classify a folder or .manifest of images, one shard of a batch (BatchPrediction pods)",
     ),
     "sandbox": ("ascend_mlops.sandbox.cli", "run the whole flow on this machine, no cluster needed"),
+    "device-plugin": (
+        "ascend_mlops.ascend.deviceplugin.cli",
+        "a SIMULATED Ascend device plugin for clusters without NPUs (kubelet device plugin API v1beta1)",
+    ),
 }
 
 

@@ -23,6 +23,12 @@ Pointers from `acl.util.bytes_to_ptr` stay valid for the last
 `EXTERNAL_POINTER_SLOTS` conversions; the real pointer is valid while the bytes
 object lives, which the simulator cannot observe.
 
+Devices: the container sees the devices named by ASCEND_VISIBLE_DEVICES (as
+the device plugin and Ascend Docker Runtime set it: physical ids, "2" or
+"1,3"), numbered 0..n-1 in that order, as on a real node; read at `acl.init`.
+Unset, the simulator has one device, physical 0. `sim_devices()` tells which
+physical device each simulated one stands for.
+
 `sim_*` functions do not exist in the real module: they let tests inspect and
 reset the simulator.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,11 +50,12 @@ import numpy as np
 
 from ascend_mlops.ascend import acl_constants as c
 from ascend_mlops.ascend import simmodel
+from ascend_mlops.ascend.deviceplugin import visible
 
 log = logging.getLogger(__name__)
 
 SIMULATED: Final = True  # the real module has no such attribute
-DEVICE_COUNT: Final = 1
+DEVICE_COUNT: Final = 1  # without ASCEND_VISIBLE_DEVICES
 DEVICE_MEMORY_BYTES: Final = 8 * 1024**3  # an Ascend 310 card has 8 GiB
 EXTERNAL_POINTER_SLOTS: Final = 256
 _ALIGN: Final = 32  # device allocations are 32-byte aligned
@@ -119,6 +127,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.initialized = False
+        self.visible: list[int] = list(range(DEVICE_COUNT))  # physical id of each device id, from acl.init
         self.devices: dict[int, int] = {}  # device id -> set_device count
         self.contexts: dict[int, int] = {}  # context -> device id
         self.allocations: dict[int, _Allocation] = {}
@@ -225,9 +234,24 @@ def init(config_path: str | None = None) -> int:
         _record("acl.init")
         if _state.initialized:
             return _fail(c.ACL_ERROR_REPEAT_INITIALIZE, "acl.init was already called in this process")
+        raw = os.environ.get(visible.ENV_VISIBLE_DEVICES)
+        try:
+            physical = list(range(DEVICE_COUNT)) if raw is None else visible.parse(raw)
+        except ValueError as exc:
+            return _fail(c.ACL_ERROR_INVALID_PARAM, str(exc))
+        _state.visible = physical
         _state.initialized = True
-        log.warning("pyACL SIMULATOR initialised: models run on the CPU with TensorFlow, not on an Ascend NPU")
+        log.warning(
+            "pyACL SIMULATOR initialised: models run on the CPU with TensorFlow, not on an Ascend NPU; %s",
+            _describe_devices(raw),
+        )
         return c.ACL_SUCCESS
+
+
+def _describe_devices(raw: str | None) -> str:
+    mapping = ", ".join(f"device {i} = simulated physical device {p}" for i, p in enumerate(_state.visible))
+    source = f"{visible.ENV_VISIBLE_DEVICES}={raw}" if raw is not None else f"{visible.ENV_VISIBLE_DEVICES} unset"
+    return f"{mapping or 'no devices'} ({source})"
 
 
 def finalize() -> int:
@@ -280,7 +304,7 @@ class _Rt:
     def get_device_count() -> tuple[int, int]:
         if not _state.initialized:
             return 0, _fail(c.ACL_ERROR_UNINITIALIZE, "acl.init has not been called")
-        return DEVICE_COUNT, c.ACL_SUCCESS
+        return len(_state.visible), c.ACL_SUCCESS
 
     @staticmethod
     def get_run_mode() -> tuple[int, int]:
@@ -292,10 +316,11 @@ class _Rt:
             _record("acl.rt.set_device")
             if not _state.initialized:
                 return _fail(c.ACL_ERROR_UNINITIALIZE, "acl.init has not been called")
-            if not 0 <= device_id < DEVICE_COUNT:
+            if not 0 <= device_id < len(_state.visible):
                 return _fail(
                     c.ACL_ERROR_RT_INVALID_DEVICEID,
-                    f"device {device_id} does not exist (the simulator has {DEVICE_COUNT})",
+                    f"device {device_id} does not exist: this container sees {len(_state.visible)} simulated "
+                    f"device(s) ({visible.ENV_VISIBLE_DEVICES}={','.join(map(str, _state.visible)) or '(none)'})",
                 )
             _state.devices[device_id] = _state.devices.get(device_id, 0) + 1
             return c.ACL_SUCCESS
@@ -898,6 +923,18 @@ def sim_stats() -> dict[str, int]:
             "datasets": len(_state.datasets),
             "data_buffers": len(_state.data_buffers),
         }
+
+
+def sim_devices() -> dict[int, int]:
+    """Device id (what `acl.rt.set_device` takes) -> the simulated physical device it stands for."""
+    with _state.lock:
+        return dict(enumerate(_state.visible))
+
+
+def sim_active_devices() -> list[int]:
+    """Physical ids of the simulated devices set now (`acl.rt.set_device` without its reset)."""
+    with _state.lock:
+        return sorted(_state.visible[d] for d in _state.devices)
 
 
 def sim_calls() -> list[str]:
