@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Copy the CRDs (crds/, the single source of truth) into the Helm chart, which
-# cannot read files outside its own directory.
+# cannot read files outside its own directory. (The wheel needs no copy in git:
+# setup.py copies crds/ into it as ascend_mlops/crds/ at build time, and
+# tests/sandbox/test_wheel.py checks the wheel's CRDs equal crds/.)
 #
 #   scripts/sync-crds.sh          # copy crds/*.yaml -> charts/ascend-mlops/files/crds/
 #   scripts/sync-crds.sh --check  # fail if the copies differ (CI)
