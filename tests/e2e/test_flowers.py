@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def flowers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
     command = [
         sys.executable, "-m", "ascend_mlops", "sandbox", "run", "examples/flowers", "--quick",
         "--data", str(FLOWERS_DIR), "--max-per-class", str(PER_CLASS), "--epochs", "1", "--keep",
-        "--dir", str(root), "--timeout", str(RUN_TIMEOUT),
+        "--dir", str(root), "--timeout", str(RUN_TIMEOUT), "--gateway",
     ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running = RunningSandbox(root, process)
@@ -234,6 +235,128 @@ def test_an_accelerator_the_node_lacks_stays_not_ready_with_a_reason(flowers: Ru
     assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
     # The first service keeps serving meanwhile.
     assert conditions(flowers.get("inferenceservices", "flowers"))["Ready"]["status"] == "True"
+
+
+class Load:
+    """Continuous requests through a URL (a new connection each, as simple clients do), counted."""
+
+    def __init__(self, url: str, photo: Path, threads: int = 2, interval: float = 0.1) -> None:
+        boundary = "sandbox-load-boundary"
+        self.body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"{photo.name}\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        self.headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        self.url, self.interval = url, interval
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                request = urllib.request.Request(self.url + "/", data=self.body, method="POST", headers=self.headers)
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    json.loads(response.read())["predicted_label"]
+                with self._lock:
+                    self.ok += 1
+            except Exception as exc:  # any failure is what this test counts
+                with self._lock:
+                    self.failures.append(f"{time.monotonic() - self.started:.1f}s: {exc!r}")
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(90)
+        self.seconds = time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        return (self.ok + len(self.failures)) / max(1e-9, time.monotonic() - self.started)
+
+
+def test_a_canary_under_load_is_promoted_then_a_broken_one_rolled_back_with_no_request_lost(flowers: RunningSandbox) -> None:
+    """At 20 percent through the sandbox Gateway (HTTPRoute weights), analysis promotes a good
+    canary, and a canary that cannot load its model is rolled back; a client sending requests all
+    the while sees no failure. V002 is a copy of V001 (a retrain would cost a minute of CPU; the
+    rollout is what is under test), V003 a model.om that is not a model."""
+    service = flowers.get("inferenceservices", "flowers")
+    route = flowers.get(constants.HTTPROUTES, "flowers", constants.GATEWAY_API_VERSION)
+    url = (route["metadata"].get("annotations") or {})[constants.ANNOTATION_SANDBOX_URL]
+    v1 = service["status"]["model"]["uri"]
+    assert v1.endswith("/V001/om/model")
+    claim_root = flowers.root / "data" / "pvc" / "flowers-data"
+    v1_dir = claim_root / v1.removeprefix("pvc://flowers-data/")
+    v2, v3 = v1.replace("/V001/", "/V002/"), v1.replace("/V001/", "/V003/")
+    shutil.copytree(v1_dir, claim_root / v2.removeprefix("pvc://flowers-data/"))
+    broken = claim_root / v3.removeprefix("pvc://flowers-data/")
+    broken.mkdir(parents=True)
+    (broken / contract.OM_FILE).write_bytes(b"this is not an offline model")
+    labels = service["status"]["model"]["labels"]
+    path = f"/apis/{constants.API_VERSION}/namespaces/default/inferenceservices/flowers"
+    merge = {"Content-Type": "application/merge-patch+json"}
+
+    def patch(body: dict[str, Any]) -> None:
+        request = urllib.request.Request(
+            read_state(flowers.root)["api"] + path, data=json.dumps(body).encode(), method="PATCH", headers=merge,  # type: ignore[index]
+        )
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    def state() -> dict[str, Any]:
+        status: dict[str, Any] = flowers.get("inferenceservices", "flowers")["status"]
+        return status
+
+    def canary_is(key: str, value: object) -> dict[str, Any] | None:
+        status = state()
+        return status if (status.get("canary") or {}).get(key) == value else None
+
+    photo = sorted((FLOWERS_DIR / "daisy").iterdir())[-2]
+    with Load(url, photo) as load:
+        patch({"spec": {"canary": {"uri": v2, "labels": labels, "analysis": {
+            "intervalSeconds": 3, "steps": [20, 100], "maxErrorRate": 0.0, "minRequests": 3,
+        }}}})
+        at_20 = wait_for(lambda: canary_is("percent", 20),
+                         timeout=180, interval=0.5, what="the canary ready at 20 percent")
+        assert weights_of(flowers) == {"flowers-predictor-stable": 80, "flowers-predictor-canary": 20}
+        assert at_20["trafficSplit"] == "HTTPRoute"
+        promoted = wait_for(lambda: canary_is("state", "Promoted"),
+                            timeout=300, interval=0.5, what="the canary promoted by its analysis")
+        assert promoted["model"]["uri"] == v2 and promoted["traffic"][0]["model"] == v2
+        verdicts = [d["decision"] for d in promoted["canary"]["decisions"] if d["decision"] != "Wait"]
+        assert verdicts == ["Advance", "Promote"], promoted["canary"]["decisions"]
+        assert all(d["canary"]["errors"] == 0 for d in promoted["canary"]["decisions"])
+        wait_for(lambda: not flowers.pods(f"{constants.LABEL_COMPONENT}={constants.COMPONENT_CANARY}"),
+                 timeout=120, interval=0.5, what="the canary pods gone after promotion")
+
+        patch({"spec": {"canary": {"uri": v3, "analysis": None, "trafficPercent": 20}}})
+        rolled = wait_for(lambda: canary_is("state", "RolledBack"),
+                          timeout=180, interval=0.5, what="the broken canary rolled back")
+        assert rolled["canary"]["reason"] in (constants.Reason.MODEL_LOAD_FAILED, constants.Reason.CRASH_LOOP)
+        assert conditions(flowers.get("inferenceservices", "flowers"))["Ready"]["status"] == "True"
+        wait_for(lambda: not flowers.pods(f"{constants.LABEL_COMPONENT}={constants.COMPONENT_CANARY}"),
+                 timeout=120, interval=0.5, what="the broken canary's pods gone")
+        time.sleep(2)
+    print(f"\nload through the canary: {load.ok} answered, {len(load.failures)} failed in {load.seconds:.0f}s "
+          f"({(load.ok + len(load.failures)) / load.seconds:.1f} requests/s)")
+    assert load.failures == [], load.failures[:10]
+    assert load.ok / load.seconds >= 5, f"{load.ok} requests in {load.seconds:.0f}s: less than 5 per second"
+    patch({"spec": {"canary": None}})
+
+
+def weights_of(flowers: RunningSandbox) -> dict[str, int]:
+    route = flowers.get(constants.HTTPROUTES, "flowers", constants.GATEWAY_API_VERSION)
+    return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
 
 
 def test_ctrl_c_stops_the_sandbox_and_leaves_no_process(flowers: RunningSandbox) -> None:

@@ -449,12 +449,19 @@ async def test_a_healthy_canary_walks_every_step_to_promotion_across_a_restart(
     reasons = [e["reason"] for e in await cluster.events_for(NAME)]
     assert reasons.count("StepPassed") >= 2 and "AnalysisPassed" in reasons and "Promoted" in reasons
 
+    # The promotion holds while spec.model still names V001: a next canary does not roll the stable revision back.
+    generation = (await get_deployment(cluster, STABLE) or {})["metadata"]["generation"]
+    assert (await status(cluster))["promoted"]["uri"] == V2
+    await cluster.patch_cr(KIND, NAME, {"spec": {"canary": {"uri": V3, "analysis": None, "trafficPercent": 10}}})
+    await eventually(lambda: _canary_model(cluster, V3), what="a next canary, V003")
+    assert model_of(await get_deployment(cluster, STABLE)) == V2
     # GitOps makes it permanent: spec.model := the canary's model, no spec.canary. Nothing rolls.
-    generation = stable["metadata"]["generation"]
     await cluster.patch_cr(KIND, NAME, {"spec": {"model": {"uri": V2}, "canary": None}})
     await eventually(lambda: _no_canary_status(cluster), what="canary status cleared")
     after = await get_deployment(cluster, STABLE)
     assert after is not None and after["metadata"]["generation"] == generation
+    assert "promoted" not in await status(cluster)
+    await eventually(lambda: _gone(cluster, "apps/v1", "deployments", CANARY), what="V003 canary removed")
     await assert_promoted(cluster)
 
 

@@ -17,10 +17,12 @@ from ascend_mlops import status as st
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
 from ascend_mlops.api.specs import (
+    FieldError,
     InferenceServiceSpec,
     SpecError,
     StorageURI,
     parse_inference_service,
+    parse_storage_uri,
 )
 from ascend_mlops.builders import inference as builder
 from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner, selector_labels
@@ -280,10 +282,18 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
 
     # --- the stable revision: spec.model, or the canary's model once it is being promoted ---------
     serving = model
-    if state is not None and state.state in (PROMOTING, PROMOTED) and canary_model is not None and canary_record is not None:
+    held = _promotion_hold(snap.old_status, spec)
+    if state is not None and state.state == PROMOTING and canary_model is not None and canary_record is not None:
         serving, record = canary_model, dict(canary_record)
-        if rt.settings.simulator:
-            record["simulated"] = True
+    elif held is not None:
+        # An automatic promotion holds while spec.model is what it replaced: a later canary, or removing
+        # spec.canary, does not roll the stable revision back behind the user's back.
+        serving, record = held
+        status["promoted"] = snap.old_status["promoted"]
+    if held is None:
+        status.pop("promoted", None)
+    if rt.settings.simulator:
+        record["simulated"] = True
     status["model"] = record
     desired = builder.build_deployment(spec, owner, rt.settings, serving)
     try:
@@ -296,6 +306,8 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
             state.wake(0.5)  # promoted just now: the next turn rolls the stable revision to the canary's model
         elif state is not None and state.state == PROMOTING and stable_rev.rolled_out and deployment is not desired:
             state.record.update(state=PROMOTED, message=f"{state.record['model']} is the stable revision")
+            if spec.canary is not None:  # automatic: spec.model still names the old model
+                status["promoted"] = {"over": _model_key(spec), "uri": str(serving.uri), "record": record}
             state.note(Reason.PROMOTED, f"canary {state.record['model']} promoted: the stable revision serves it")
         percent = _canary_percent(state, spec, canary_rev)
         await _ensure_canary_children(rt, owner, spec, state, canary_model, canary_dep, percent)
@@ -333,6 +345,25 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
     if state is not None and state.notes:
         events.post(body, state.notes)
     return Result(requeue_after=state.requeue_after if state is not None else None)
+
+
+def _model_key(spec: InferenceServiceSpec) -> str:
+    """spec.model as written: any edit of it ends a promotion's hold."""
+    return f"conversionRef/{spec.conversion_ref}" if spec.conversion_ref else str(spec.model)
+
+
+def _promotion_hold(old_status: Mapping[str, Any], spec: InferenceServiceSpec) -> tuple[ResolvedModel, dict[str, Any]] | None:
+    """The model an automatic promotion made stable, while spec.model is still the one it replaced."""
+    held = old_status.get("promoted")
+    if not isinstance(held, Mapping) or held.get("over") != _model_key(spec):
+        return None
+    record = dict(held.get("record") or {})
+    try:
+        uri = parse_storage_uri(held.get("uri"), "status.promoted.uri")
+        labels = parse_storage_uri(record["labels"], "status.promoted.record.labels") if record.get("labels") else None
+    except FieldError:
+        return None
+    return ResolvedModel(uri, labels, spec.runtime), record
 
 
 def _canary_percent(state: Canary | None, spec: InferenceServiceSpec, canary: Revision) -> int | None:
