@@ -175,3 +175,43 @@ def test_constraints_pin_every_runtime_dependency() -> None:
         req for req in wanted if _canonical(re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0]) not in pins
     ]
     assert not missing, f"images/constraints.txt does not pin {missing}: run scripts/image-constraints.py"
+
+
+def _render(kind: str, *args: str) -> list[str]:
+    """scripts/image-pods.py (what scripts/check-images.sh runs inside the operator image), here in-process."""
+    import contextlib
+    import io
+    import runpy
+
+    module = runpy.run_path(str(REPO_ROOT / "scripts" / "image-pods.py"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert module["main"]([kind, *args]) == 0
+    words = out.getvalue().split("\0")
+    assert words[-1] == ""
+    return words[:-1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "args"),
+    [
+        ("training", ["--dataset", "file:///w/data", "--output", "file:///w/runs", "--set", "epochs=1"]),
+        ("conversion", ["--source", "file:///w/runs/V001/frozen_graph", "--input-shape", "images:1,32,32,3"]),
+        ("inference", ["--model", "file:///w/runs/V001/om/model", "--labels", "file:///w/runs/V001/labels.txt",
+                       "--publish", "127.0.0.1:9999"]),
+    ],
+)
+def test_image_checks_run_the_operators_pods_hardened(kind: str, args: list[str]) -> None:
+    """The image checks run each workload with the flags its pod translates to, and only those."""
+    words = _render(kind, *args, "--termination-log", "/w/termination-log")
+    flags, image_args = words[: words.index("{image}")], words[words.index("{image}") + 1 :]
+    assert f"--user={common.WORKLOAD_UID}:{common.WORKLOAD_UID}" in flags
+    assert {"--read-only", "--read-only-tmpfs=false", "--cap-drop=ALL", "--security-opt=no-new-privileges"} <= set(flags)
+    assert "--tmpfs=/tmp:rw,exec,nosuid,nodev,mode=0777" in flags
+    assert "--volume=/w/termination-log:/dev/termination-log:rw" in flags
+    assert f"--env={contract.ENV_SIMULATOR}=1" in flags or kind == "training"
+    assert f"--entrypoint={json.dumps([contract.ENTRYPOINT])}" in flags
+    assert image_args[0] == {"training": contract.CMD_TRAIN, "conversion": contract.CMD_CONVERT,
+                             "inference": contract.CMD_SERVE}[kind]
+    writable = [f for f in flags if f.startswith(("--volume=", "--tmpfs=")) and not f.endswith(":ro")]
+    assert all(f.startswith(("--tmpfs=/tmp:", "--volume=/w/")) for f in writable), writable
