@@ -51,3 +51,29 @@ def dataset_images(root: Path, size: int) -> tuple[np.ndarray, list[str]]:
             images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32))
         classes.append(path.parent.name)
     return np.stack(images), classes
+
+
+def write_keras_applications_h5(model: Any, path: Path, last_layer: str | None = None) -> Path:
+    """Write `model`'s weights in the layout of the published Keras Applications ImageNet files
+    (`model.save_weights("x.h5")` of Keras 2): root attributes `layer_names` (every layer,
+    weightless ones too), `backend`, `keras_version`; one group per layer with a
+    `weight_names` attribute ("conv1/kernel:0", ...) and one dataset per weight under it.
+    With `last_layer`, only the layers up to it: the file without the top, from the network
+    with it (the same layers under the same names)."""
+    import h5py
+
+    layers = list(model.layers)
+    if last_layer is not None:
+        layers = layers[: [layer.name for layer in layers].index(last_layer) + 1]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for layer in layers:
+            group = f.create_group(layer.name)
+            variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+            names = [f"{layer.name}/{v.name}:0" for v in variables]
+            group.attrs["weight_names"] = [n.encode("utf8") for n in names]
+            for name, variable in zip(names, variables, strict=True):
+                group.create_dataset(name, data=np.asarray(variable))
+    return path

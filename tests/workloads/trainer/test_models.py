@@ -4,6 +4,7 @@ batch-norm recalibration."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from ascend_mlops.workloads.trainer import models, pipeline  # noqa: E402
+
+from .conftest import write_keras_applications_h5  # noqa: E402
 
 
 def test_normalisation_is_part_of_the_model() -> None:
@@ -56,27 +59,110 @@ def test_recalibrated_statistics_are_the_batch_statistics() -> None:
     assert bn.momentum == models.BATCH_NORM_MOMENTUM  # restored
 
 
-def test_warm_start_from_keras_application_files(tmp_path: Path) -> None:
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
+# algorithm -> (Keras Applications builder, the last layer of the network without its top)
+KERAS_APPLICATIONS = {
+    "resnet_v1_50": ("ResNet50", "conv5_block3_out"),
+    "resnet_v1_101": ("ResNet101", "conv5_block3_out"),
+    "mobilenet_v1": ("MobileNet", "conv_pw_13_relu"),
+}
 
-    # A legacy .h5 of the full Keras Applications MobileNet (with its 1000-class top),
-    # the format of the files Keras publishes.
-    full = keras.applications.MobileNet(include_top=True, weights=None, input_shape=(32, 32, 3), classes=1000)
-    legacy = tmp_path / "mobilenet_1_0_224_tf.h5"
-    with h5py.File(legacy, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, full)
-    model = models.build("mobilenet_v1", 3, 32, seed=1)
+
+@pytest.fixture(scope="module")
+def networks() -> dict[str, Any]:
+    """One of our models per algorithm (32x32, three classes), shared: building them is what costs."""
+    return {algorithm: models.build(algorithm, 3, 32, seed=1) for algorithm in KERAS_APPLICATIONS}
+
+
+@pytest.fixture(scope="module")
+def published_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], tuple[Path, Any]]:
+    """(algorithm, with top) -> a file in the layout and under the name of the published Keras
+    ImageNet weights, with random values, and the Keras model it was written from."""
+    folder = tmp_path_factory.mktemp("keras-applications")
+    files = {}
+    for algorithm, (builder, last_notop_layer) in KERAS_APPLICATIONS.items():
+        spec = models.ALGORITHMS[algorithm]
+        keras.utils.set_random_seed(7)
+        network = getattr(keras.applications, builder)(include_top=True, weights=None, input_shape=(32, 32, 3))
+        files[algorithm, True] = (write_keras_applications_h5(network, folder / spec.top_file), network)
+        notop = write_keras_applications_h5(network, folder / spec.notop_file, last_layer=last_notop_layer)
+        files[algorithm, False] = (notop, network)
+    return files
+
+
+@pytest.mark.parametrize("top", [False, True], ids=["notop", "top"])
+@pytest.mark.parametrize("algorithm", list(KERAS_APPLICATIONS))
+def test_warm_start_from_published_keras_files(
+    published_files: dict[tuple[str, bool], tuple[Path, Any]], networks: dict[str, Any], algorithm: str, top: bool
+) -> None:
+    path, network = published_files[algorithm, top]
+    model = networks[algorithm]
+    models.backbone_of(model).set_weights([np.zeros_like(w) for w in models.backbone_of(model).get_weights()])
     head_before = model.get_layer("classifier").get_weights()[0].copy()
-    assert models.warm_start(model, legacy) > 0
-    np.testing.assert_array_equal(
-        models.backbone_of(model).get_layer("conv1").get_weights()[0], full.get_layer("conv1").get_weights()[0]
-    )
+    backbone = models.backbone_of(model)
+    assert models.warm_start(model, path) == len(backbone.weights)
+    for layer in backbone.layers:
+        if layer.weights:  # every tensor, batch-norm moving statistics included
+            for ours, theirs in zip(layer.get_weights(), network.get_layer(layer.name).get_weights(), strict=True):
+                np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_array_equal(model.get_layer("classifier").get_weights()[0], head_before)
 
-    # The weights of another algorithm are refused with a message naming the option.
-    other = models.backbone_model("resnet_v1_50", 32)
+
+def test_mismatched_weight_files_are_rejected_naming_file_and_mismatch(
+    published_files: dict[tuple[str, bool], tuple[Path, Any]], networks: dict[str, Any], tmp_path: Path
+) -> None:
+    resnet50, _ = published_files["resnet_v1_50", False]
+    with pytest.raises(ParameterError) as err:
+        models.warm_start(networks["resnet_v1_101"], resnet50)
+    message = str(err.value)
+    assert message.startswith(f"--weights {resnet50}: not weights of a resnet_v1_101 network")
+    assert "conv4_block7_1_conv" in message  # the first layer ResNet50 does not have
+    assert "the file holds ResNet50 weights: use --algorithm resnet_v1_50" in message
+
+    mobilenet, _ = published_files["mobilenet_v1", True]
+    with pytest.raises(ParameterError, match=r"not weights of a resnet_v1_50 network: \d+ of its 106 weight layers.*"
+                       r"use --algorithm mobilenet_v1"):
+        models.warm_start(networks["resnet_v1_50"], mobilenet)
+
+    # The right layer names, other shapes: a MobileNet of width 0.5.
+    half = write_keras_applications_h5(
+        keras.applications.MobileNet(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.5),
+        tmp_path / "mobilenet_5_0_224_tf_no_top.h5",
+    )
+    with pytest.raises(ParameterError, match=r"weight shapes do not match the mobilenet_v1 network \(a MobileNet of "
+                       r"another width.*conv1: file \[\(3, 3, 3, 16\)\], network \[\(3, 3, 3, 32\)\]"):
+        models.warm_start(networks["mobilenet_v1"], half)
+
+    not_hdf5 = tmp_path / "weights.h5"
+    not_hdf5.write_text("<html>404</html>")
+    with pytest.raises(ParameterError, match=f"--weights {not_hdf5}: not an HDF5 file"):
+        models.warm_start(networks["mobilenet_v1"], not_hdf5)
+
+    # Keras 3 `.weights.h5` of another network: Keras' own loader refuses it.
     wrong = tmp_path / "resnet50_notop.weights.h5"
-    other.save_weights(wrong)
+    models.backbone_of(networks["resnet_v1_50"]).save_weights(wrong)
     with pytest.raises(ParameterError, match="--weights .*not weights of a mobilenet_v1 model"):
-        models.warm_start(models.build("mobilenet_v1", 3, 32), wrong)
+        models.warm_start(networks["mobilenet_v1"], wrong)
+
+
+def test_centre_crop_only_at_inference() -> None:
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    crop = models.CentreCrop(0.5)
+    np.testing.assert_array_equal(np.asarray(crop(images, training=True)), images)
+    inference = np.asarray(crop(images, training=False))
+    assert inference.shape == images.shape
+    expected = tf.image.resize(images[:, 8:24, 8:24, :], (32, 32), method="bilinear").numpy()
+    np.testing.assert_allclose(inference, expected, atol=1e-3)
+    model = models.build("mobilenet_v1", 3, 32, eval_crop=0.875)
+    assert isinstance(model.get_layer("centre_crop"), models.CentreCrop)
+    assert "centre_crop" not in [layer.name for layer in models.build("mobilenet_v1", 3, 32).layers]
+
+
+def test_augmentation_keeps_shape_and_range_and_can_be_turned_off() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
+    out = pipeline.augment(tf.constant(images), crop_scale=0.35, color_jitter=0.2).numpy()
+    assert out.shape == images.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    # crop_scale=1 and color_jitter=0 (the modelarts recipe): flips only.
+    flipped = pipeline.augment(tf.constant(images)).numpy()
+    for image, result in zip(images, flipped, strict=True):
+        assert np.array_equal(result, image) or np.array_equal(result, image[:, ::-1])

@@ -9,10 +9,49 @@ from ascend_mlops.workloads.trainer import params
 from ascend_mlops.workloads.trainer.errors import ParameterError
 
 
-def test_defaults_are_the_presets() -> None:
+def test_defaults_are_the_default_recipes() -> None:
     hp = params.hyperparameters({})
     assert hp.as_dict() == catalog.HYPERPARAMETER_DEFAULTS
-    assert (hp.batch_size, hp.learning_rate, hp.momentum, hp.weight_decay, hp.patience) == (32, 0.002, 0.9, 0.00004, 8)
+    assert hp.recipe == catalog.DEFAULT_RECIPE == "tuned"
+
+
+def test_the_modelarts_recipe_is_the_presets_documented_defaults() -> None:
+    hp = params.hyperparameters({"recipe": "modelarts"})
+    assert hp.as_dict() == {"recipe": "modelarts", **catalog.RECIPE_DEFAULTS["modelarts"]}
+    assert (hp.batch_size, hp.learning_rate, hp.momentum, hp.weight_decay, hp.epochs, hp.patience) == (
+        32, 0.002, 0.9, 0.00004, 100, 8)
+    # Nothing of the tuned recipe: no warm-up, smoothing, crops, jitter, frozen phase.
+    assert (hp.warmup_epochs, hp.label_smoothing, hp.crop_scale, hp.color_jitter, hp.eval_crop) == (0, 0, 1, 0, 1)
+    assert (hp.freeze_epochs, hp.fine_tune_lr_scale) == (0, 1)
+    # A value set explicitly wins over the recipe's.
+    assert params.hyperparameters({"recipe": "modelarts", "label_smoothing": "0.2"}).label_smoothing == 0.2
+
+
+def test_an_unknown_recipe_names_the_known_ones() -> None:
+    with pytest.raises(ParameterError, match="recipe='fast': must be one of: tuned, modelarts"):
+        params.hyperparameters({"recipe": "fast"})
+
+
+def test_the_operator_accepts_every_hyperparameter_the_trainer_does() -> None:
+    """spec.algorithm.hyperparameters is checked by the operator before any pod: every
+    catalog name, at every recipe's default, must pass there too; bad values are named."""
+    from ascend_mlops.api import specs
+
+    for recipe, defaults in catalog.RECIPE_DEFAULTS.items():
+        spec = {
+            "algorithm": {"name": "mobilenet_v1", "hyperparameters": {"recipe": recipe, **defaults}},
+            "dataset": {"uri": "pvc://data/flowers"},
+            "output": {"uri": "pvc://data/out"},
+        }
+        parsed = specs.parse_training_job(spec)
+        assert dict(parsed.hyperparameters) == {"recipe": recipe, **defaults}
+        assert params.hyperparameters({k: str(v) for k, v in parsed.hyperparameters.items()}).recipe == recipe
+    bad = {"algorithm": {"name": "mobilenet_v1", "hyperparameters": {"recipe": "fast", "eval_crop": 0.1}},
+           "dataset": {"uri": "pvc://data/flowers"}, "output": {"uri": "pvc://data/out"}}
+    with pytest.raises(specs.SpecError) as err:
+        specs.parse_training_job(bad)
+    assert "recipe: 'fast' is not one of: tuned, modelarts" in str(err.value)
+    assert "eval_crop: 0.1 is outside [0.5, 1]" in str(err.value)
 
 
 def test_values_are_converted_to_the_defaults_types() -> None:
@@ -44,6 +83,12 @@ def test_unknown_names_are_all_named() -> None:
         ("momentum", "1", "in [0, 1)"),
         ("image_size", "16", "in [32, 1024]"),
         ("eval_every", "0", "eval_every"),
+        ("label_smoothing", "0.6", "in [0, 0.5]"),
+        ("crop_scale", "0", "in [0.05, 1]"),
+        ("eval_crop", "1.5", "in [0.5, 1]"),
+        ("freeze_epochs", "-1", "integer >= 0"),
+        ("freeze_epochs", "1.5", "expected an integer"),
+        ("fine_tune_lr_scale", "2", "in [0.001, 1]"),
     ],
 )
 def test_invalid_values_name_the_field_and_the_rule(name: str, value: str, expected: str) -> None:

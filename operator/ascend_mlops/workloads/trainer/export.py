@@ -40,8 +40,10 @@ class ExportModule(tf.Module):  # type: ignore[misc]
         self.serve = serve
 
 
-def export_model(algorithm: str, num_classes: int, image_size: int, weights: Sequence[np.ndarray]) -> keras.Model:
-    model = models.build(algorithm, num_classes, image_size)
+def export_model(
+    algorithm: str, num_classes: int, image_size: int, weights: Sequence[np.ndarray], eval_crop: float = 1.0
+) -> keras.Model:
+    model = models.build(algorithm, num_classes, image_size, eval_crop=eval_crop)
     model.set_weights(list(weights))
     return model
 
@@ -96,6 +98,7 @@ def model_config(
     image_size: int,
     metrics: dict[str, Any],
     hyperparameters: dict[str, Any],
+    eval_crop: float = 1.0,
 ) -> dict[str, Any]:
     """`model/config.json` in the ModelArts model-package shape, plus the graph interface."""
     spec = models.ALGORITHMS[algorithm]
@@ -147,6 +150,11 @@ def model_config(
                 "range": [0, 255],
                 "resize": f"bilinear to {image_size}x{image_size} (antialiased, like PIL Image.resize BILINEAR)",
                 "normalization": f"inside the graph: {spec.describe_normalization()}",
+                **(
+                    {"centre_crop": f"inside the graph: the central {eval_crop:g} of each side, resized back to "
+                     f"{image_size}x{image_size} (bilinear)"}
+                    if eval_crop < 1.0 else {}
+                ),
             },
         },
         "output": {

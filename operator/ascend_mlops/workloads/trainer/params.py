@@ -19,8 +19,9 @@ MAX_IMAGE_SIZE = 1024
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
-    """The ModelArts ResNet_v1_50 preset's hyperparameters (catalog.HYPERPARAMETER_DEFAULTS)."""
+    """One run's hyperparameters: the recipe's defaults (catalog.RECIPE_DEFAULTS) with the user's values over them."""
 
+    recipe: str
     batch_size: int
     learning_rate: float
     momentum: float
@@ -29,6 +30,13 @@ class Hyperparameters:
     patience: int
     image_size: int
     eval_every: int
+    warmup_epochs: float
+    label_smoothing: float
+    crop_scale: float
+    color_jitter: float
+    eval_crop: float
+    freeze_epochs: int
+    fine_tune_lr_scale: float
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -36,6 +44,7 @@ class Hyperparameters:
 
 # name -> (check, what the check requires); all checks see already-converted values.
 _RULES: dict[str, tuple[Any, str]] = {
+    "recipe": (lambda v: v in catalog.RECIPES, f"one of: {', '.join(catalog.RECIPES)}"),
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "learning_rate": (lambda v: 0 < v < math.inf, "a number > 0"),
     "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
@@ -47,8 +56,16 @@ _RULES: dict[str, tuple[Any, str]] = {
         f"an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]",
     ),
     "eval_every": (lambda v: v >= 1, "an integer >= 1"),
+    "warmup_epochs": (lambda v: 0 <= v <= 1000, "a number in [0, 1000] (0 turns warm-up off)"),
+    "label_smoothing": (lambda v: 0 <= v <= 0.5, "a number in [0, 0.5] (0 turns it off)"),
+    "crop_scale": (lambda v: 0.05 <= v <= 1, "a number in [0.05, 1] (1 turns random crops off)"),
+    "color_jitter": (lambda v: 0 <= v <= 0.5, "a number in [0, 0.5] (0 turns colour jitter off)"),
+    "eval_crop": (lambda v: 0.5 <= v <= 1, "a number in [0.5, 1] (1 looks at the whole image)"),
+    "freeze_epochs": (lambda v: v >= 0, "an integer >= 0 (0 trains the whole network from the start)"),
+    "fine_tune_lr_scale": (lambda v: 0.001 <= v <= 1, "a number in [0.001, 1]"),
 }
 assert set(_RULES) == set(catalog.HYPERPARAMETERS), "every catalog hyperparameter needs a rule"
+assert [f.name for f in dataclasses.fields(Hyperparameters)] == list(catalog.HYPERPARAMETERS)
 
 
 def parse_assignments(items: Iterable[str] | None) -> dict[str, str]:
@@ -67,6 +84,8 @@ def parse_assignments(items: Iterable[str] | None) -> dict[str, str]:
 
 
 def _convert(name: str, raw: Any, default: Any) -> Any:
+    if isinstance(default, str):
+        return str(raw).strip()
     if isinstance(default, int) and not isinstance(default, bool):
         try:
             number = float(raw)
@@ -85,16 +104,26 @@ def _convert(name: str, raw: Any, default: Any) -> Any:
 
 
 def hyperparameters(values: Mapping[str, Any]) -> Hyperparameters:
-    """Merge `values` over the preset's defaults; unknown names are one error naming them all."""
+    """Merge `values` over the recipe's defaults; unknown names are one error naming them all.
+
+    The recipe (`recipe=`, default catalog.DEFAULT_RECIPE) is read first: it
+    decides the defaults of every hyperparameter that `values` leaves out.
+    """
     unknown = sorted(set(values) - set(catalog.HYPERPARAMETERS))
     if unknown:
         raise ParameterError(
             f"unknown hyperparameter(s): {', '.join(unknown)}; "
             f"known: {', '.join(catalog.HYPERPARAMETERS)}"
         )
+    recipe = str(values.get("recipe", catalog.DEFAULT_RECIPE)).strip()
+    if recipe not in catalog.RECIPES:
+        raise ParameterError(
+            f"hyperparameter recipe={values['recipe']!r}: must be one of: {', '.join(catalog.RECIPES)}"
+        )
+    defaults = {"recipe": recipe, **catalog.RECIPE_DEFAULTS[recipe]}
     merged: dict[str, Any] = {}
     problems: list[str] = []
-    for name, default in catalog.HYPERPARAMETER_DEFAULTS.items():
+    for name, default in defaults.items():
         if name not in values:
             merged[name] = default
             continue

@@ -9,6 +9,7 @@ trains on the same pixels it will later be served.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,8 +62,14 @@ def training_dataset(
     batch_size: int,
     seed: int,
     cache: bool,
+    crop_scale: float = 1.0,
+    color_jitter: float = 0.0,
 ) -> tf.data.Dataset:
-    """Endless, shuffled batches of (float32 [B, S, S, 3] in 0..255, int32 [B]); B = batch_size."""
+    """Endless, shuffled, augmented batches of (float32 [B, S, S, 3] in 0..255, int32 [B]); B = batch_size.
+
+    Augmentation (see `augment`): random resized crops of at least `crop_scale`
+    of the area (1: none), left-right flips, colour jitter of strength `color_jitter` (0: none).
+    """
     paths = [p for p, _ in items]
     labels = np.array([label for _, label in items], dtype=np.int32)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -78,7 +85,7 @@ def training_dataset(
     # Repeat before batching: every step gets a full batch, so the workers of
     # a multi-worker run always take the same number of steps.
     ds = ds.repeat().batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
-    ds = ds.map(_augment, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, y: (augment(x, crop_scale, color_jitter), y), num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     # Each worker reads the whole file list and keeps its share of the batches.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -86,10 +93,47 @@ def training_dataset(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def _augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    # Left-right flips only: a flower (or most photographed objects) stays what it is.
-    images = tf.image.random_flip_left_right(tf.cast(images, tf.float32))
-    return images, labels
+# Aspect ratios of the random crops (as in Inception/ResNet training): 3:4 .. 4:3.
+CROP_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+
+def augment(images: tf.Tensor, crop_scale: float = 1.0, color_jitter: float = 0.0) -> tf.Tensor:
+    """A batch of uint8 [B, S, S, 3] -> float32 0..255, each image independently:
+
+    - random resized crop: a box of area U(crop_scale, 1) of the image and aspect
+      ratio 3:4..4:3, resized back to S x S (bilinear), when crop_scale < 1;
+    - left-right flip with probability 1/2 (a flower stays what it is; upside
+      down it does not, so no vertical flips);
+    - colour jitter, when color_jitter > 0: brightness, contrast and saturation
+      each scaled by U(1 - j, 1 + j) (no hue shift: colour is what tells a
+      dandelion from a daisy).
+    """
+    x = tf.cast(images, tf.float32)
+    size = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+    n = tf.shape(x)[0]
+    if crop_scale < 1.0:
+        area = tf.random.uniform([n], crop_scale, 1.0)
+        ratio = tf.exp(tf.random.uniform([n], *CROP_LOG_RATIO))
+        width = tf.minimum(tf.sqrt(area * ratio), 1.0)
+        height = tf.minimum(tf.sqrt(area / ratio), 1.0)
+        top = tf.random.uniform([n]) * (1.0 - height)
+        left = tf.random.uniform([n]) * (1.0 - width)
+        boxes = tf.stack([top, left, top + height, left + width], axis=1)
+        # Box corners are pixel centres: (0, 0)-(1, 1) is the whole image.
+        x = tf.image.crop_and_resize(x, boxes, tf.range(n), [size, size], method="bilinear")
+    x = tf.image.random_flip_left_right(x)
+    if color_jitter > 0.0:
+
+        def factor() -> tf.Tensor:
+            return tf.random.uniform([n, 1, 1, 1], 1.0 - color_jitter, 1.0 + color_jitter)
+
+        x = x * factor()
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = (x - mean) * factor() + mean
+        grey = tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+        x = (x - grey) * factor() + grey
+        x = tf.clip_by_value(x, 0.0, 255.0)
+    return x
 
 
 def evaluation_dataset(items: Sequence[tuple[str, int]], image_size: int, batch_size: int, cache: bool) -> tf.data.Dataset:
