@@ -67,9 +67,21 @@ class Example:
         except tomllib.TOMLDecodeError as e:
             raise FlowError(f"{config_path}: {e}") from None
         manifests: list[dict[str, Any]] = []
-        for path in sorted(folder.glob("*.y*ml")):
+        files = config.get("files")
+        paths = [folder / str(f) for f in files] if files else sorted(folder.glob("*.y*ml"))
+        seen: dict[str, Path] = {}
+        for path in paths:
+            if not path.is_file():
+                raise FlowError(f"{config_path}: files lists {path.name}, which is not in {folder}")
             for doc in yaml.safe_load_all(path.read_text()):
                 if isinstance(doc, dict) and doc.get("kind") and doc.get("metadata", {}).get("name"):
+                    key = f"{doc['kind']}/{doc['metadata']['name']}"
+                    if key in seen:
+                        raise FlowError(
+                            f"{key} is in both {seen[key].name} and {path.name}; list the files this run applies "
+                            f"in {EXAMPLE_FILE} (files = [...])"
+                        )
+                    seen[key] = path
                     manifests.append(doc)
         order = [str(r) for r in config.get("resources") or []]
         batch_key = str((config.get("batch") or {}).get("resource") or "")
