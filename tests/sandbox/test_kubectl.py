@@ -50,20 +50,30 @@ async def kubectl(sandbox: Sandbox, *args: str) -> tuple[int, str, str]:
     return process.returncode or 0, out.decode(), err.decode()
 
 
+SEED = ("-f", "examples/flowers/trainingjob.yaml", "-f", "examples/flowers/modelconversion.yaml", "-f", "examples/flowers/inferenceservice.yaml")
+
+
 async def test_apply_get_describe_delete_the_example(sandbox: Sandbox) -> None:
-    code, out, err = await kubectl(sandbox, "apply", "-f", "examples/flowers/")
+    code, out, err = await kubectl(sandbox, "apply", *SEED)
     assert code == 0, err
     assert "trainingjob.ascend.mlops.dev/flowers-resnet50 created" in out
     code, out, err = await kubectl(sandbox, "get", "trainingjobs,modelconversions,inferenceservices")
     assert code == 0, err
     assert "trainingjob.ascend.mlops.dev/flowers-resnet50" in out and "inferenceservice.ascend.mlops.dev/flowers" in out
-    code, out, _ = await kubectl(sandbox, "apply", "-f", "examples/flowers/")
+    code, out, _ = await kubectl(sandbox, "apply", *SEED)
     assert "unchanged" in out
     code, out, err = await kubectl(sandbox, "get", "amtj", "flowers-resnet50", "-o", "jsonpath={.spec.dataset.trainRatio}")
     assert (code, out) == (0, "0.8"), err
     code, out, err = await kubectl(sandbox, "describe", "inferenceservice", "flowers")
     assert code == 0 and "huawei.com/Ascend310" in out, err
-    code, out, err = await kubectl(sandbox, "delete", "-f", "examples/flowers/")
+    # The canary example on top: the same InferenceService with spec.canary, and a Canary column.
+    code, out, err = await kubectl(sandbox, "apply", "-f", "examples/flowers/canary.yaml")
+    assert code == 0 and "inferenceservice.ascend.mlops.dev/flowers configured" in out, err
+    code, out, err = await kubectl(sandbox, "get", "inferenceservice", "flowers", "-o", "jsonpath={.spec.canary.trafficPercent}")
+    assert (code, out) == (0, "20"), err
+    code, out, err = await kubectl(sandbox, "get", "inferenceservices")
+    assert code == 0 and "CANARY" in out.splitlines()[0], out + err
+    code, out, err = await kubectl(sandbox, "delete", *SEED, "-f", "examples/flowers/canary.yaml", "--ignore-not-found")
     assert code == 0, err
     code, out, err = await kubectl(sandbox, "get", "trainingjobs,modelconversions,inferenceservices")
     assert "No resources found" in out + err
