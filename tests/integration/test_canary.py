@@ -402,7 +402,7 @@ async def test_analysis_rolls_back_a_canary_that_answers_5xx(cluster: Cluster, o
     await cluster.create(isvc({"uri": V2, "analysis": ANALYSIS}))
     await roll_out(cluster, STABLE, metrics_port=servers["stable"].port)
     await roll_out(cluster, CANARY, metrics_port=servers["failing"].port)
-    rolled = await cluster.wait_condition(KIND, NAME, "CanaryRolledBack", "True", "AnalysisFailed", timeout=20)
+    rolled = await cluster.wait_condition(KIND, NAME, "CanaryRolledBack", "True", "AnalysisFailed", timeout=60)
     assert rolled["message"].startswith("at 20 percent: 5xx share ") and "> maxErrorRate 5.0%" in rolled["message"]
     s = await status(cluster)
     [decision] = s["canary"]["decisions"]
@@ -427,9 +427,9 @@ async def test_a_healthy_canary_walks_every_step_to_promotion_across_a_restart(
         s = await status(cluster)
         return s if (s.get("canary") or {}).get("step") == n else None
 
-    await eventually(lambda: at_step(1), 20, "step 2 (60 percent)")
+    await eventually(lambda: at_step(1), 60, "step 2 (60 percent)")
     await operator.restart()  # mid-analysis: the baseline and the step are in status
-    promoting = await cluster.wait_condition(KIND, NAME, "CanaryPromoted", "True", "AnalysisPassed", timeout=20)
+    promoting = await cluster.wait_condition(KIND, NAME, "CanaryPromoted", "True", "AnalysisPassed", timeout=60)
     assert "every step passed" in promoting["message"]
     s = await status(cluster)
     verdicts = [d for d in s["canary"]["decisions"] if d["decision"] != "Wait"]  # Wait: too few requests read yet

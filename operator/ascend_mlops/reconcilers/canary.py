@@ -35,6 +35,9 @@ PROMOTED: Final = "Promoted"
 ROLLED_BACK: Final = "RolledBack"
 ACTIVE: Final = frozenset({PROGRESSING, PROMOTING})  # states with a running canary Deployment
 MAX_DECISIONS: Final = 10  # analysis records kept in status.canary.decisions
+# Between moving the traffic off a canary and removing its pods: time for routers (kube-proxy,
+# a Gateway's data plane) to follow, so that no request is sent to a pod that is going away.
+DRAIN_SECONDS: Final = 5.0
 
 
 @dataclass
@@ -79,8 +82,13 @@ class Canary:
         seconds = max(0.5, seconds)
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
-    def roll_back(self, reason: str, message: str) -> None:
+    def end(self, now: datetime.datetime) -> None:
+        """The canary gets no more traffic from now on; its pods go after DRAIN_SECONDS."""
+        self.record["endedAt"] = st.timestamp(now)
+
+    def roll_back(self, reason: str, message: str, now: datetime.datetime) -> None:
         self.record.update(state=ROLLED_BACK, reason=reason, message=st.shorten(message))
+        self.end(now)
         for key in ("baseline", "lastAnalysis"):
             self.record.pop(key, None)
         self.note(reason, f"canary {self.record['model']} rolled back to 0 percent: {message}")
@@ -102,12 +110,20 @@ class Canary:
         return spec.traffic_percent
 
 
+def drain_left(canary: Canary | None, now: datetime.datetime) -> float:
+    """Seconds until a canary that stopped getting traffic may lose its pods (0: now)."""
+    ended = st.parse_timestamp((canary.record if canary is not None else {}).get("endedAt"))
+    if ended is None:
+        return 0.0
+    return max(0.0, DRAIN_SECONDS - (now - ended).total_seconds())
+
+
 def check_health(canary: Canary, spec: CanarySpec, revision: Revision, now: datetime.datetime) -> None:
     """Roll a Progressing canary back when it cannot become ready: broken pods, or the deadline."""
     if canary.state != PROGRESSING:
         return
     if revision.problem is not None:
-        canary.roll_back(*revision.problem)
+        canary.roll_back(*revision.problem, now)
         return
     if revision.rolled_out:
         canary.record.pop("waitingSince", None)
@@ -120,6 +136,7 @@ def check_health(canary: Canary, spec: CanarySpec, revision: Revision, now: date
             Reason.PROGRESS_DEADLINE_EXCEEDED,
             f"{revision.ready}/{revision.replicas} canary replica(s) ready after {waited:.0f}s "
             f"(progressDeadlineSeconds {spec.progress_deadline_seconds})",
+            now,
         )
     else:
         canary.wake(spec.progress_deadline_seconds - waited)
@@ -156,7 +173,7 @@ async def analyse(
     if failures:
         decision.update(decision="RollBack", reason="; ".join(failures))
         _remember(canary, decision)
-        canary.roll_back(Reason.ANALYSIS_FAILED, f"at {percent} percent: {'; '.join(failures)} ({figures})")
+        canary.roll_back(Reason.ANALYSIS_FAILED, f"at {percent} percent: {'; '.join(failures)} ({figures})", now)
     elif ours.requests < spec.min_requests:
         # Not enough evidence yet: keep the baseline, so that the next interval adds to this one.
         decision.update(decision="Wait", reason=f"{ours.requests} canary requests < minRequests {spec.min_requests}")

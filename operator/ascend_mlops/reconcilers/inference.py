@@ -9,6 +9,7 @@ message.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ from ascend_mlops.reconcilers.canary import (
     Revision,
     analyse,
     check_health,
+    drain_left,
 )
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
 from ascend_mlops.reconcilers.models import Waiting
@@ -256,6 +258,8 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
             state = Canary(dict(previous))
             if state.state != PROMOTING:
                 state.promote(Reason.PROMOTED, "spec.model now names the canary's model")
+        elif isinstance(previous, Mapping) and previous.get("state") == PROMOTED and previous.get("model") == str(model.uri):
+            state = Canary(dict(previous))  # promoted the GitOps way: the canary's pods drain, then go
 
     models_to_check: list[StorageURI | None] = [model.uri, model.labels]
     if canary_model is not None:
@@ -306,12 +310,14 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
             state.wake(0.5)  # promoted just now: the next turn rolls the stable revision to the canary's model
         elif state is not None and state.state == PROMOTING and stable_rev.rolled_out and deployment is not desired:
             state.record.update(state=PROMOTED, message=f"{state.record['model']} is the stable revision")
+            state.end(snap.now)
             if spec.canary is not None:  # automatic: spec.model still names the old model
                 status["promoted"] = {"over": _model_key(spec), "uri": str(serving.uri), "record": record}
             state.note(Reason.PROMOTED, f"canary {state.record['model']} promoted: the stable revision serves it")
         percent = _canary_percent(state, spec, canary_rev)
-        await _ensure_canary_children(rt, owner, spec, state, canary_model, canary_dep, percent)
+        await _ensure_canary_children(rt, owner, spec, state, canary_model)
         await _ensure_routing(rt, owner, state, percent)
+        retired = await _retire_canary_children(rt, owner, spec, state, canary_model, canary_dep, snap.now)
     except ChildConflict as exc:
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.RECONCILE_ERROR, str(exc))
         not_ready(Phase.NOT_READY, Reason.RECONCILE_ERROR, str(exc), stalled=True)
@@ -320,7 +326,9 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
     status["url"] = builder.service_url(owner.name, owner.namespace)
     status["replicas"] = stable_rev.replicas
     status["readyReplicas"] = stable_rev.ready
-    _canary_status(status, conditions, spec, serving, state, canary_waiting, canary_rev, stable_rev, percent, rt.settings.gateway is not None)
+    _canary_status(
+        status, conditions, spec, serving, state, canary_waiting, canary_rev, stable_rev, percent, rt.settings.gateway is not None, retired
+    )
 
     simulated = " (on the Ascend simulator)" if record.get("simulated") else ""
     promoting = state is not None and state.state == PROMOTING and canary_rev.ready > 0
@@ -377,25 +385,44 @@ def _canary_percent(state: Canary | None, spec: InferenceServiceSpec, canary: Re
 
 async def _ensure_canary_children(
     rt: Runtime, owner: Owner, spec: InferenceServiceSpec, state: Canary | None, model: ResolvedModel | None,
-    existing: dict[str, Any] | None, percent: int | None,
 ) -> None:
-    """The canary Deployment (scaled to 0 once rolled back: its NPUs go back) and the per-revision Services."""
+    """Before traffic moves to it: the running canary's Deployment and the per-revision Services."""
+    if state is None or state.state not in ACTIVE:
+        return
+    if spec.canary is not None and model is not None:
+        desired = builder.build_deployment(
+            spec, owner, rt.settings, model, revision=constants.REVISION_CANARY, replicas=spec.canary.replicas
+        )
+        await ensure_deployment(rt, owner, desired)
+    for revision in (constants.REVISION_STABLE, constants.REVISION_CANARY):
+        await ensure_service(rt, owner, builder.build_revision_service(owner, revision))
+
+
+async def _retire_canary_children(
+    rt: Runtime, owner: Owner, spec: InferenceServiceSpec, state: Canary | None, model: ResolvedModel | None,
+    existing: dict[str, Any] | None, now: datetime.datetime,
+) -> bool:
+    """After traffic moved away (and DRAIN_SECONDS for routers to follow): scale a rolled-back canary to 0
+    (its NPUs go back) or delete a finished one. True when nothing of it is left to retire."""
+    if state is not None and state.state in ACTIVE:
+        return True
+    if existing is None and state is None:
+        return True
+    left = drain_left(state, now)
+    if left > 0:
+        assert state is not None
+        state.wake(left)
+        return False
     name = builder.deployment_name(owner.name, constants.REVISION_CANARY)
-    active = state is not None and state.state in ACTIVE
-    if spec.canary is not None and model is not None and state is not None and state.state in (PROGRESSING, PROMOTING, ROLLED_BACK):
-        if state.state == ROLLED_BACK and existing is None:
-            pass  # never created, nothing to free
-        else:
-            replicas = 0 if state.state == ROLLED_BACK else spec.canary.replicas
-            desired = builder.build_deployment(spec, owner, rt.settings, model, revision=constants.REVISION_CANARY, replicas=replicas)
+    if state is not None and state.state == ROLLED_BACK and spec.canary is not None and model is not None:
+        if existing is not None:
+            desired = builder.build_deployment(spec, owner, rt.settings, model, revision=constants.REVISION_CANARY, replicas=0)
             await ensure_deployment(rt, owner, desired)
-    elif not active and existing is not None:
+    elif existing is not None:
         await delete_if_present(rt, owner, "apps/v1", "deployments", name)
     for revision in (constants.REVISION_STABLE, constants.REVISION_CANARY):
-        if active:
-            await ensure_service(rt, owner, builder.build_revision_service(owner, revision))
-        elif existing is not None or state is not None:
-            await delete_if_present(rt, owner, "v1", "services", builder.revision_service_name(owner.name, revision))
+        await delete_if_present(rt, owner, "v1", "services", builder.revision_service_name(owner.name, revision))
+    return True
 
 
 async def _ensure_routing(rt: Runtime, owner: Owner, state: Canary | None, percent: int | None) -> None:
@@ -424,6 +451,7 @@ async def _ensure_routing(rt: Runtime, owner: Owner, state: Canary | None, perce
 def _canary_status(
     status: dict[str, Any], conditions: st.Conditions, spec: InferenceServiceSpec, serving: ResolvedModel,
     state: Canary | None, waiting: Waiting | None, canary: Revision, stable: Revision, percent: int | None, gateway: bool,
+    retired: bool = True,
 ) -> None:
     """status.traffic (one entry per revision), status.canary and the Canary* conditions."""
     mode = "HTTPRoute" if gateway else "Service"
@@ -446,7 +474,10 @@ def _canary_status(
     status["traffic"] = traffic
     status["trafficSplit"] = mode
     if spec.canary is None and (state is None or state.state not in ACTIVE):
-        status.pop("canary", None)
+        if state is not None and not retired:
+            status["canary"] = state.record  # kept until its pods are gone (the drain), then cleared
+        else:
+            status.pop("canary", None)
         for type_ in (ConditionType.CANARY_READY, ConditionType.CANARY_PROMOTED, ConditionType.CANARY_ROLLED_BACK):
             conditions.remove(type_)
         return
