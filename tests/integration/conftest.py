@@ -168,9 +168,10 @@ class Cluster:
         return [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
 
 
-@pytest.fixture
-async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[APIServer]:
-    async with APIServer(crd_dirs=[REPO_ROOT / "crds"]) as server:
+@contextlib.asynccontextmanager
+async def serving_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra_crd_dirs: Path) -> AsyncIterator[APIServer]:
+    """The HTTP API with our CRDs (and any others), and the operator's environment pointing at it."""
+    async with APIServer(crd_dirs=[REPO_ROOT / "crds", *extra_crd_dirs]) as server:
         monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         monkeypatch.setenv("ASCEND_MLOPS_METRICS_PORT", "0")
@@ -178,13 +179,25 @@ async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         yield server
 
 
-@pytest.fixture
-async def cluster(api: APIServer) -> AsyncIterator[Cluster]:
+@contextlib.asynccontextmanager
+async def cluster_of(api: APIServer) -> AsyncIterator[Cluster]:
     client = KubeClient(api.url)
     try:
         yield Cluster(client)
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[APIServer]:
+    async with serving_api(tmp_path, monkeypatch) as server:
+        yield server
+
+
+@pytest.fixture
+async def cluster(api: APIServer) -> AsyncIterator[Cluster]:
+    async with cluster_of(api) as c:
+        yield c
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from prometheus_client import generate_latest
 from ascend_mlops.api import constants, contract
 from ascend_mlops.sandbox.apiserver import GATEWAY_CRD_DIR, APIServer
 from ascend_mlops.workloads.server.metrics import ServerMetrics
-from tests.helpers import REPO_ROOT
-from tests.integration.conftest import Cluster, Operator, eventually
+from tests.integration.conftest import Cluster, Operator, cluster_of, eventually, serving_api
 
 KIND = constants.INFERENCE_SERVICE
 NAME = "flowers"
@@ -45,23 +44,14 @@ def isvc(canary: dict[str, Any] | None = None, model: str = V1, **spec: Any) -> 
 @pytest.fixture
 async def gateway_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[APIServer]:
     """An API that also serves HTTPRoute (a cluster with the Gateway API installed)."""
-    async with APIServer(crd_dirs=[REPO_ROOT / "crds", GATEWAY_CRD_DIR]) as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        monkeypatch.setenv("ASCEND_MLOPS_METRICS_PORT", "0")
-        monkeypatch.setenv("ASCEND_MLOPS_HEALTH_PORT", "0")
+    async with serving_api(tmp_path, monkeypatch, GATEWAY_CRD_DIR) as server:
         yield server
 
 
 @pytest.fixture
 async def gw_cluster(gateway_api: APIServer) -> AsyncIterator[Cluster]:
-    from ascend_mlops.kube import KubeClient
-
-    client = KubeClient(gateway_api.url)
-    try:
-        yield Cluster(client)
-    finally:
-        await client.close()
+    async with cluster_of(gateway_api) as c:
+        yield c
 
 
 async def start_operator(api: APIServer) -> Operator:
