@@ -23,7 +23,7 @@ from ascend_mlops.api import catalog, contract
 from ascend_mlops.workloads import objectstore
 
 from . import dataset, distribute, params, versions
-from .errors import DatasetError, ParameterError, StorageFailure, Terminated, TrainerError
+from .errors import STOP, DatasetError, ParameterError, StorageFailure, Terminated, TrainerError
 
 log = logging.getLogger("ascend_mlops.trainer")
 
@@ -103,8 +103,11 @@ def _configure_logging() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Raised between TensorFlow calls; `finally` blocks then remove the staging directory.
-    raise Terminated("received SIGTERM")
+    # Inside the step loop, raised at the next step boundary; elsewhere now. Either way the
+    # `finally` blocks then remove the staging directory.
+    STOP.requested = True
+    if not STOP.deferring:
+        raise Terminated("received SIGTERM")
 
 
 def _config(args: argparse.Namespace, *, data: Path, weights: str | None) -> params.TrainConfig:

@@ -36,3 +36,19 @@ class Terminated(Exception):  # noqa: N818 - a signal, not an error of the run
     """SIGTERM arrived (pod deletion, deadline); the run stops and cleans up."""
 
     exit_code = 128 + 15
+
+
+class StopRequest:
+    """SIGTERM during the step loop is deferred to the next step boundary: an exception raised from a
+    signal handler in the middle of TensorFlow and tf.data calls can corrupt their state on the way out."""
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.requested = False
+
+    def check(self) -> None:
+        if self.requested:
+            raise Terminated("received SIGTERM")
+
+
+STOP = StopRequest()

@@ -23,6 +23,7 @@ import tensorflow as tf
 from . import evaluation, models, pipeline, schedule
 from .dataset import Split
 from .distribute import Cluster
+from .errors import STOP
 from .params import TrainConfig
 from .progress import EpochProgress
 
@@ -132,12 +133,19 @@ class Trainer:
         With a phase, each step's learning rate follows its schedule from `first_step` on.
         """
         loss_sum = correct = 0.0
-        for i in range(steps):
-            if phase is not None:
-                self.optimizer.learning_rate = phase.learning_rate_at(first_step + i, steps)
-            loss, hits = self._train_step(next(iterator))
-            loss_sum += float(loss)
-            correct += float(hits)
+        STOP.check()
+        STOP.deferring = True
+        try:
+            for i in range(steps):
+                if phase is not None:
+                    self.optimizer.learning_rate = phase.learning_rate_at(first_step + i, steps)
+                loss, hits = self._train_step(next(iterator))
+                loss_sum += float(loss)
+                correct += float(hits)
+                STOP.check()
+        finally:
+            STOP.deferring = False
+        STOP.check()
         seen = steps * self.hp.batch_size
         return loss_sum / seen, correct / seen
 
