@@ -754,17 +754,26 @@ class _ModelSection:
     accelerator_explicit: bool
 
 
+def _model_fields(
+    r: _Reader, model: Mapping[str, Any], path: str, *, present: bool = True
+) -> tuple[str | None, StorageURI | None, StorageURI | None]:
+    """(conversionRef name, uri, labels) of a model: spec.model, or spec.canary, which has the same fields."""
+    ref = r.reference(model, "conversionRef", path)
+    model_uri = r.uri(model, "uri", path)
+    if present and ("conversionRef" in model) == ("uri" in model):
+        r.fail(path, "set exactly one of conversionRef (a ModelConversion in this namespace) or uri (a model location)")
+    return ref, model_uri, r.uri(model, "labels", path)
+
+
+def _check_runtime_model(r: _Reader, model_uri: StorageURI | None, runtime: str, path: str) -> None:
+    if model_uri is not None and runtime == "acl" and model_uri.name.endswith(".pb"):
+        r.fail(f"{path}.uri", f"{model_uri} is a TensorFlow graph; convert it with a ModelConversion or use runtime: tensorflow")
+
+
 def _model_section(r: _Reader, spec: Mapping[str, Any], default_accelerator_resource: str) -> _ModelSection:
     """`spec.model`, `spec.runtime` and `spec.accelerator`: the same for InferenceService and BatchPrediction."""
     model = r.mapping(spec, "model", "spec", required=True)
-    ref = r.reference(model, "conversionRef", "spec.model")
-    model_uri = r.uri(model, "uri", "spec.model")
-    if isinstance(spec.get("model"), Mapping) and ("conversionRef" in model) == ("uri" in model):
-        r.fail(
-            "spec.model",
-            "set exactly one of conversionRef (a ModelConversion in this namespace) or uri (a model location)",
-        )
-    labels = r.uri(model, "labels", "spec.model")
+    ref, model_uri, labels = _model_fields(r, model, "spec.model", present=isinstance(spec.get("model"), Mapping))
     model_name = r.string(
         model, "name", "spec.model", pattern=_MODEL_NAME, hint="letters, digits, '_', '.', '-', at most 63"
     )
@@ -787,8 +796,7 @@ def _model_section(r: _Reader, spec: Mapping[str, Any], default_accelerator_reso
             "spec.accelerator.count",
             "the acl runtime needs an Ascend device; set count >= 1 or use runtime: tensorflow for CPU",
         )
-    if model_uri is not None and runtime == "acl" and model_uri.name.endswith(".pb"):
-        r.fail("spec.model.uri", f"{model_uri} is a TensorFlow graph; convert it with a ModelConversion or use runtime: tensorflow")
+    _check_runtime_model(r, model_uri, runtime, "spec.model")
     return _ModelSection(ref, model_uri, labels, model_name, runtime, accelerator, explicit)
 
 
@@ -831,13 +839,8 @@ def _canary(r: _Reader, spec: Mapping[str, Any], stable: _ModelSection) -> Canar
     canary = r.mapping(spec, "canary", "spec")
     if not isinstance(spec.get("canary"), Mapping):
         return None
-    ref = r.reference(canary, "conversionRef", path)
-    model_uri = r.uri(canary, "uri", path)
-    if ("conversionRef" in canary) == ("uri" in canary):
-        r.fail(path, "set exactly one of conversionRef (a ModelConversion in this namespace) or uri (a model location)")
-    labels = r.uri(canary, "labels", path)
-    if model_uri is not None and stable.runtime == "acl" and model_uri.name.endswith(".pb"):
-        r.fail(f"{path}.uri", f"{model_uri} is a TensorFlow graph; the acl runtime serves .om models")
+    ref, model_uri, labels = _model_fields(r, canary, path)
+    _check_runtime_model(r, model_uri, stable.runtime, path)
     if (ref is not None and ref == stable.conversion_ref) or (model_uri is not None and model_uri == stable.model):
         r.fail(path, "names the same model as spec.model; a canary is a different model (promote by moving it to spec.model)")
     replicas = r.integer(canary, "replicas", path, default=1, minimum=1, maximum=100) or 1

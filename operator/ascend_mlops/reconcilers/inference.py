@@ -45,7 +45,7 @@ from ascend_mlops.reconcilers.canary import (
 )
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
 from ascend_mlops.reconcilers.models import Waiting
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, owned_by, snapshot
 from ascend_mlops.settings import ENV_GATEWAY
 
 KIND: Final = constants.INFERENCE_SERVICE
@@ -76,12 +76,7 @@ async def resolve_model(
 
 
 async def ensure_deployment(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> dict[str, Any]:
-    name = desired["metadata"]["name"]
-    existing = await rt.client.get("apps/v1", "deployments", owner.namespace, name)
-    if existing is None:
-        await rt.create_child(owner, "apps/v1", "deployments", desired)
-        return desired
-    return await _update_if_drifted(rt, owner, "apps/v1", "deployments", existing, desired)
+    return await ensure_child(rt, owner, "apps/v1", "deployments", desired)
 
 
 async def ensure_service(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> None:
@@ -182,20 +177,19 @@ async def observe(
 
 
 async def delete_if_present(rt: Runtime, owner: Owner, api_version: str, plural: str, name: str) -> None:
+    """Delete the child `name` if it exists and is ours (a namesake someone else owns is left alone)."""
     existing = await rt.client.get(api_version, plural, owner.namespace, name)
-    if existing is not None and any(
-        ref.get("kind") == owner.kind and ref.get("name") == owner.name
-        for ref in (existing.get("metadata") or {}).get("ownerReferences") or []
-    ):
+    if existing is not None and owned_by(existing, owner):
         await rt.delete_child(owner, api_version, plural, name)
 
 
-async def ensure_child(rt: Runtime, owner: Owner, api_version: str, plural: str, desired: dict[str, Any]) -> None:
+async def ensure_child(rt: Runtime, owner: Owner, api_version: str, plural: str, desired: dict[str, Any]) -> dict[str, Any]:
+    """Create the child, or replace it when it drifted from `desired`; the object as it now is."""
     existing = await rt.client.get(api_version, plural, owner.namespace, desired["metadata"]["name"])
     if existing is None:
         await rt.create_child(owner, api_version, plural, desired)
-    else:
-        await _update_if_drifted(rt, owner, api_version, plural, existing, desired)
+        return desired
+    return await _update_if_drifted(rt, owner, api_version, plural, existing, desired)
 
 
 async def reconcile(rt: Runtime, key: Key) -> Result:
@@ -233,8 +227,6 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         not_ready(Phase.FAILED if waiting.failed else Phase.WAITING, waiting.reason, waiting.message, waiting.failed)
         await rt.write_status(key, body, status, EVENT_CONDITIONS)
         return Result()
-    if rt.settings.simulator:
-        record["simulated"] = True
     conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"serving {model.uri}")
 
     # --- the canary's model and state -----------------------------------------------------

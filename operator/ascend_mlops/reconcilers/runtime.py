@@ -226,7 +226,7 @@ class Runtime:
         a ReplicaSet) are recognised by their labels only.
         """
         items = await self.client.list(api_version, plural, owner.namespace, labels)
-        return [item for item in items if not direct or _owned_by(item, owner)]
+        return [item for item in items if not direct or owned_by(item, owner)]
 
     async def create_child(self, owner: Owner, api_version: str, plural: str, body: Mapping[str, Any]) -> bool:
         """Create a child; if it exists already and is ours, adopt it. True when created."""
@@ -237,7 +237,7 @@ class Runtime:
             existing = await self.client.get(api_version, plural, owner.namespace, name)
             if existing is None:
                 raise  # deleted in between; the next reconciliation creates it
-            if not _owned_by(existing, owner):
+            if not owned_by(existing, owner):
                 raise ChildConflict(
                     f"{body.get('kind')} {owner.namespace}/{name} already exists and does not belong to "
                     f"{owner.kind} {owner.name}; delete or rename it"
@@ -279,7 +279,7 @@ class ChildConflict(Exception):
     """A child's deterministic name is taken by an object the owner does not control."""
 
 
-def _owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
+def owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     for ref in refs:
         if ref.get("kind") == owner.kind and ref.get("name") == owner.name:
