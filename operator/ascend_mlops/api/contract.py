@@ -50,6 +50,13 @@ FLAG_PORT: Final = "--port"
 FLAG_MAX_BATCH_SIZE: Final = "--max-batch-size"
 FLAG_MAX_BATCH_DELAY_MS: Final = "--max-batch-delay-ms"
 FLAG_MAX_BODY_BYTES: Final = "--max-body-bytes"
+# A file, or a directory of files (a mounted Secret: one file per key), whose
+# non-empty lines are the bearer tokens the inference routes accept; re-read
+# when it changes, so rotating the Secret needs no restart.
+FLAG_AUTH_TOKENS: Final = "--auth-tokens"
+# Serve /metrics on this port only (not on --port), so that a NetworkPolicy can
+# admit Prometheus to it alone.
+FLAG_METRICS_PORT: Final = "--metrics-port"
 
 # predict (BatchPrediction pods; --model/--backend/--labels/--input/--output as above)
 FLAG_SHARD: Final = "--shard"  # "i/N": this pod's deterministic share of the sorted inputs (0 <= i < N)
@@ -179,9 +186,11 @@ MOUNT_OUTPUT: Final = "/mnt/output"
 MOUNT_SOURCE: Final = "/mnt/source"
 MOUNT_MODEL: Final = "/mnt/model"
 MOUNT_WEIGHTS: Final = "/mnt/weights"
+MOUNT_AUTH_TOKENS: Final = "/var/run/secrets/ascend-mlops/auth"  # spec.auth.secretName, read-only
 
 # Server
 DEFAULT_SERVER_PORT: Final = 8080
+DEFAULT_METRICS_PORT: Final = 9090  # the "metrics" container port of operator-made server pods
 HEALTH_LIVE_PATH: Final = "/v2/health/live"
 HEALTH_READY_PATH: Final = "/v2/health/ready"
 METRICS_PATH: Final = "/metrics"
@@ -189,6 +198,8 @@ METRICS_PATH: Final = "/metrics"
 METRIC_PREFIX: Final = "ascend_mlops_server"
 METRIC_REQUESTS: Final = f"{METRIC_PREFIX}_requests"  # counter {route, method, code}
 METRIC_REQUEST_SECONDS: Final = f"{METRIC_PREFIX}_request_duration_seconds"  # histogram {route}
+# Gauge: inference requests being handled by this pod (the autoscaling "concurrency" metric).
+METRIC_INFLIGHT: Final = f"{METRIC_PREFIX}_inflight_requests"
 # aiohttp's canonical route names of the inference routes (POST); everything else is health, metadata or the page.
 INFERENCE_ROUTES: Final = frozenset({"/", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"})
 
@@ -375,6 +386,8 @@ def serve_args(
     max_batch_size: int | None = None,
     max_batch_delay_ms: float | None = None,
     max_body_bytes: int | None = None,
+    auth_tokens: str | None = None,
+    metrics_port: int | None = None,
     termination_log: str = DEFAULT_TERMINATION_LOG,
 ) -> list[str]:
     args = [CMD_SERVE, FLAG_MODEL, model, FLAG_BACKEND, backend, FLAG_NAME, name]
@@ -387,5 +400,9 @@ def serve_args(
         args += [FLAG_MAX_BATCH_DELAY_MS, f"{max_batch_delay_ms:g}"]
     if max_body_bytes is not None:
         args += [FLAG_MAX_BODY_BYTES, str(max_body_bytes)]
+    if auth_tokens:
+        args += [FLAG_AUTH_TOKENS, auth_tokens]
+    if metrics_port is not None:
+        args += [FLAG_METRICS_PORT, str(metrics_port)]
     args += [FLAG_TERMINATION_LOG, termination_log]
     return args
