@@ -111,13 +111,13 @@ def test_plan_maps_volumes_ports_env_and_the_entrypoint(tmp_path: Path) -> None:
     container = {
         "name": "server",
         "command": ["ascend-mlops"],
-        "args": ["serve", "--model", "/mnt/model/model.om", "--host", "0.0.0.0", "--port", "8080", "--termination-log", "/dev/termination-log"],
+        "args": ["serve", "--model", "/mnt/model/model.om", "--host", "0.0.0.0", "--port", "8080", "--metrics-port=9090", "--termination-log", "/dev/termination-log"],
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
         ],
-        "ports": [{"name": "http", "containerPort": 8080}],
+        "ports": [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}],
         "volumeMounts": [
             {"name": "data", "mountPath": "/mnt/dataset"},
             {"name": "out", "mountPath": "/mnt/output"},
@@ -130,11 +130,12 @@ def test_plan_maps_volumes_ports_env_and_the_entrypoint(tmp_path: Path) -> None:
     assert volumes["data"] == existing
     assert volumes["out"] == tmp_path / "data" / "hostpath" / "nonexistent" / "place" and volumes["out"].is_dir()
     assert volumes["claim"] == tmp_path / "data" / "pvc" / "flowers-data"
-    plan = podrun.plan_container(pod, container, volumes=volumes, pod_dir=pod_dir, ports={8080: 41000}, extra_env={"X": "1"})
+    plan = podrun.plan_container(pod, container, volumes=volumes, pod_dir=pod_dir, ports={8080: 41000, 9090: 41001}, extra_env={"X": "1"})
     assert plan.argv[:3] == [sys.executable, "-m", "ascend_mlops"]
     args = plan.argv[3:]
     assert args[args.index("--model") + 1] == str(tmp_path / "data" / "pvc" / "flowers-data" / "model.om")
     assert args[args.index("--port") + 1] == "41000"
+    assert "--metrics-port=41001" in args
     assert args[args.index("--host") + 1] == "127.0.0.1"
     assert args[args.index("--termination-log") + 1] == str(plan.termination_log)
     assert plan.env["HOME"] == str(volumes["tmp"]) and plan.env["TMPDIR"] == str(volumes["tmp"])

@@ -7,7 +7,7 @@ Pure functions (no API, no processes) so the mapping rules are unit-tested alone
   `<data>/pvc/<claim>`; `emptyDir` -> a per-pod folder;
 * every container path under a mount (and the termination-message path) is
   rewritten to the local path, in args and in env values;
-* each containerPort gets a free local port; `--port N` is rewritten to it and
+* each containerPort gets a free local port; `--port N` (and `--metrics-port N`) is rewritten to it and
   `--host 0.0.0.0` to loopback;
 * `ascend-mlops` runs as `python -m ascend_mlops` of this interpreter.
 """
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ascend_mlops.api import contract
 
@@ -115,6 +115,10 @@ def rewrite_paths(value: str, mapping: Sequence[tuple[str, str]]) -> str:
     return pattern.sub(lambda m: table[m.group(1)], value)
 
 
+# Flags whose value is a containerPort (the server's listen and metrics ports).
+PORT_FLAGS: Final = (contract.FLAG_PORT, contract.FLAG_METRICS_PORT)
+
+
 def rewrite_args(
     args: Sequence[str], mapping: Sequence[tuple[str, str]], ports: Mapping[int, int]
 ) -> list[str]:
@@ -122,12 +126,12 @@ def rewrite_args(
     previous = ""
     for arg in args:
         new = rewrite_paths(arg, mapping)
-        if previous == contract.FLAG_PORT and new.isdigit() and int(new) in ports:
+        if previous in PORT_FLAGS and new.isdigit() and int(new) in ports:
             new = str(ports[int(new)])
-        elif new.startswith(contract.FLAG_PORT + "=") and new.split("=", 1)[1].isdigit():
-            number = int(new.split("=", 1)[1])
-            if number in ports:
-                new = f"{contract.FLAG_PORT}={ports[number]}"
+        elif new.partition("=")[0] in PORT_FLAGS and new.partition("=")[2].isdigit():
+            flag, _, number = new.partition("=")
+            if int(number) in ports:
+                new = f"{flag}={ports[int(number)]}"
         if previous == contract.FLAG_HOST and new in ("0.0.0.0", "::"):
             new = "127.0.0.1"  # the sandbox serves on loopback only
         elif new in (f"{contract.FLAG_HOST}=0.0.0.0", f"{contract.FLAG_HOST}=::"):
