@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
+import os
+import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -364,3 +367,100 @@ async def test_secret_key_refs_reach_the_process_and_a_missing_secret_waits(
     assert seen["ASCEND_MLOPS_SCRATCH"] != "/scratch" and str(sandbox.root) in seen["ASCEND_MLOPS_SCRATCH"]
     log = await client.request("GET", "/api/v1/namespaces/default/pods/reader/log")
     assert "SK-5678" not in str(log)
+
+
+WATCHER = r"""
+import os, sys, time
+folder, out = sys.argv[1], sys.argv[2]
+last = None
+while True:
+    try:
+        value = open(os.path.join(folder, "token")).read()
+    except OSError:
+        value = "<none>"
+    if value != last:
+        with open(out, "a") as f:
+            f.write(value.strip() + "\n")
+        last = value
+    time.sleep(0.05)
+"""
+
+
+async def test_secret_and_config_map_volumes_are_mounted_and_follow_changes(
+    sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kubelet, "CONFIG_RETRY", 0.2)
+    caplog.set_level(logging.DEBUG, logger="ascend_mlops.sandbox")
+    out = tmp_path / "seen.txt"
+    pod = python_pod(
+        "mounter", WATCHER, "/etc/tokens", str(out), restart="Always",
+        container={"volumeMounts": [
+            {"name": "tokens", "mountPath": "/etc/tokens", "readOnly": True},
+            {"name": "conf", "mountPath": "/etc/conf"},
+            {"name": "maybe", "mountPath": "/etc/maybe"},
+        ]},
+        volumes=[
+            {"name": "tokens", "secret": {"secretName": "tokens", "defaultMode": 0o440}},
+            {"name": "conf", "configMap": {"name": "conf", "items": [{"key": "a", "path": "sub/a.txt"}]}},
+            {"name": "maybe", "secret": {"secretName": "absent", "optional": True}},
+        ],
+    )
+    await client.create("v1", "configmaps", "default", {"metadata": {"name": "conf"}, "data": {"a": "alpha", "b": "beta"}})
+    await client.create("v1", "pods", "default", pod)
+
+    async def creating() -> dict[str, Any] | None:
+        statuses = (await pod_status(client, "mounter")).get("containerStatuses") or [{}]
+        waiting = statuses[0].get("state", {}).get("waiting", {})
+        return waiting if waiting.get("reason") == "ContainerCreating" and waiting.get("message") else None
+
+    waiting = await eventually(creating, what="ContainerCreating for the missing Secret")
+    assert waiting["message"] == 'MountVolume.SetUp failed for volume "tokens" : secret "tokens" not found'
+    assert (await pod_status(client, "mounter"))["phase"] == "Pending"
+    events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=mounter"))["items"]
+    assert any(e["reason"] == "FailedMount" and e["type"] == "Warning" and 'secret "tokens" not found' in e["message"] for e in events)
+    assert not out.exists()  # nothing ran
+
+    await client.create("v1", "secrets", "default", secret("tokens", {"token": "first-token\n"}))
+    await eventually(lambda: _lines_end_with(out, "first-token"), what="the process to read the mounted token")
+    folder = next((sandbox.root / "pods" / "default").glob("mounter-*")) / "volumes"
+    data = os.readlink(folder / "tokens" / "..data")
+    assert data.startswith("..") and os.readlink(folder / "tokens" / "token") == "..data/token"
+    assert stat.S_IMODE((folder / "tokens" / data / "token").stat().st_mode) == 0o440
+    assert (folder / "conf" / "sub" / "a.txt").read_text() == "alpha" and not (folder / "conf" / "b").exists()
+    assert [p.name for p in (folder / "maybe").iterdir() if not p.name.startswith("..")] == []
+
+    # Rotation: the Secret changes in the API, the running process reads the new token, no restart.
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await client.patch("v1", "secrets", "default", "tokens", {"data": {"token": base64.b64encode(b"second-token").decode()}})
+    await eventually(lambda: _lines_end_with(out, "second-token"), timeout=10, what="the rotated token in the running process")
+    took = loop.time() - began
+    print(f"the running process read the rotated token {took:.2f}s after the Secret was written")
+    assert took < 5, f"the volume followed the Secret only after {took:.1f}s"
+    assert not (folder / "tokens" / data).exists()  # the previous version's folder is gone
+    statuses = (await pod_status(client, "mounter"))["containerStatuses"]
+    assert statuses[0]["restartCount"] == 0
+    assert "<none>" not in out.read_text().splitlines()  # never a moment without the file
+
+    # A deleted Secret leaves the files as they were (as the real kubelet); the optional one appears when created.
+    await client.delete("v1", "secrets", "default", "tokens")
+    await client.create("v1", "secrets", "default", secret("absent", {"k": "v"}))
+    await eventually(lambda: _exists(folder / "maybe" / "k"), what="the optional Secret's key")
+    assert (folder / "tokens" / "token").read_text() == "second-token"
+    assert any("volume tokens of pod default/mounter updated" in r.getMessage() for r in caplog.records)
+    assert not any("first-token" in r.getMessage() or "second-token" in r.getMessage() for r in caplog.records)
+
+    await client.delete("v1", "pods", "default", "mounter")
+    await eventually(lambda: _gone_dir(folder), what="the pod's volumes to be removed with it")
+
+
+async def _lines_end_with(path: Path, value: str) -> bool:
+    return path.exists() and path.read_text().splitlines()[-1:] == [value]
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def _gone_dir(path: Path) -> bool:
+    return not path.exists()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import datetime
+import os
+import stat
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +152,9 @@ def test_volume_errors_name_the_volume(tmp_path: Path) -> None:
     missing = {"spec": {"volumes": [{"name": "in", "hostPath": {"path": "/nonexistent/in", "type": "Directory"}}]}}
     with pytest.raises(podrun.PodConfigError, match='volume "in".*not a directory'):
         podrun.volume_dirs(missing, tmp_path, tmp_path / "pod")
-    secret = {"spec": {"volumes": [{"name": "s", "secret": {"secretName": "x"}}]}}
-    with pytest.raises(podrun.PodConfigError, match='volume "s" has a type the sandbox does not run'):
-        podrun.volume_dirs(secret, tmp_path, tmp_path / "pod")
+    nfs = {"spec": {"volumes": [{"name": "s", "nfs": {"server": "nas", "path": "/x"}}]}}
+    with pytest.raises(podrun.PodConfigError, match=r'volume "s" has a type the sandbox does not run \(nfs\)'):
+        podrun.volume_dirs(nfs, tmp_path, tmp_path / "pod")
 
 
 def test_termination_message_falls_back_to_the_log_on_error(tmp_path: Path) -> None:
@@ -245,3 +250,120 @@ def test_a_missing_secret_or_required_key_is_the_kubelets_config_error() -> None
     with pytest.raises(podrun.PodConfigError, match="^couldn't find key AWS_SECRET_ACCESS_KEY in Secret ns/store$") as no_key:
         podrun.container_env(pod, container, lookup)
     assert "AK-VALUE" not in no_key.value.message
+
+
+# --- secret and configMap volumes ------------------------------------------------------------
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def _secret_volume(**source: Any) -> podrun.ObjectVolume:
+    volume = podrun.object_volume({"name": "tokens", "secret": {"secretName": "flowers-tokens", **source}})
+    assert volume is not None
+    return volume
+
+
+def test_secret_and_config_map_volumes_are_read_from_the_pod() -> None:
+    pod = {"spec": {"volumes": [
+        {"name": "tokens", "secret": {"secretName": "t", "defaultMode": 0o400, "optional": True}},
+        {"name": "conf", "configMap": {"name": "c", "items": [{"key": "a", "path": "x/a.txt", "mode": 0o600}]}},
+        {"name": "tmp", "emptyDir": {}},
+    ]}}
+    tokens, conf = podrun.object_volumes(pod)
+    assert (tokens.kind, tokens.plural, tokens.name, tokens.optional, tokens.default_mode, tokens.items) == ("Secret", "secrets", "t", True, 0o400, None)
+    assert (conf.kind, conf.plural, conf.name, conf.optional, conf.default_mode) == ("ConfigMap", "configmaps", "c", False, 0o644)
+    assert conf.items == ({"key": "a", "path": "x/a.txt", "mode": 0o600},)
+
+
+def test_volume_payload_follows_items_modes_and_optional() -> None:
+    secret = {"data": {"token": _b64("s3cret\n"), "other": _b64("x")}, "stringData": {"plain": "p"}}
+    assert podrun.volume_payload(_secret_volume(), secret) == {
+        "other": (b"x", 0o644), "plain": (b"p", 0o644), "token": (b"s3cret\n", 0o644),
+    }
+    items = [{"key": "token", "path": "auth/token"}, {"key": "other", "path": "o", "mode": 0o400}]
+    assert podrun.volume_payload(_secret_volume(items=items, defaultMode=0o440), secret) == {
+        "auth/token": (b"s3cret\n", 0o440), "o": (b"x", 0o400),
+    }
+    config = podrun.object_volume({"name": "conf", "configMap": {"name": "c"}})
+    assert config is not None
+    assert podrun.volume_payload(config, {"data": {"a": "1"}, "binaryData": {"b": _b64("\x00\x01")}}) == {
+        "a": (b"1", 0o644), "b": (b"\x00\x01", 0o644),
+    }
+    # Optional: a missing object is an empty folder, a missing listed key is skipped.
+    assert podrun.volume_payload(_secret_volume(optional=True), None) == {}
+    assert podrun.volume_payload(_secret_volume(optional=True, items=[{"key": "gone", "path": "g"}]), secret) == {}
+
+
+def test_volume_payload_errors_are_the_kubelets_and_name_no_value() -> None:
+    with pytest.raises(podrun.PodConfigError, match='^MountVolume.SetUp failed for volume "tokens" : secret "flowers-tokens" not found$') as missing:
+        podrun.volume_payload(_secret_volume(), None)
+    assert missing.value.reason == "ContainerCreating"
+    secret = {"data": {"token": _b64("VALUE-1234")}}
+    with pytest.raises(podrun.PodConfigError, match="references non-existent secret key: gone$") as no_key:
+        podrun.volume_payload(_secret_volume(items=[{"key": "gone", "path": "g"}]), secret)
+    assert "VALUE-1234" not in no_key.value.message
+    config = podrun.object_volume({"name": "conf", "configMap": {"name": "c"}})
+    assert config is not None
+    with pytest.raises(podrun.PodConfigError, match='configmap "c" not found'):
+        podrun.volume_payload(config, None)
+    for path in ("/etc/passwd", "../escape", "..data", "a/../../b"):
+        with pytest.raises(podrun.PodConfigError, match="invalid path"):
+            podrun.volume_payload(_secret_volume(items=[{"key": "token", "path": path}]), secret)
+
+
+def test_write_atomically_uses_the_kubelets_layout_and_swaps_data_in_one_rename(tmp_path: Path) -> None:
+    target = tmp_path / "tokens"
+    when = datetime.datetime(2026, 3, 1, 12, 30, 5, tzinfo=datetime.UTC)
+    assert podrun.write_atomically(target, {"token": (b"one\n", 0o644), "auth/nested": (b"n", 0o400)}, now=when)
+    data = target / podrun.DATA_LINK
+    first = os.readlink(data)
+    assert first.startswith("..2026_03_01_12_30_05.") and "/" not in first  # relative, in the folder
+    assert os.readlink(target / "token") == "..data/token" and os.readlink(target / "auth") == "..data/auth"
+    assert (target / "token").read_text() == "one\n" and (target / "auth" / "nested").read_bytes() == b"n"
+    assert stat.S_IMODE((target / first / "token").stat().st_mode) == 0o644
+    assert stat.S_IMODE((target / first / "auth" / "nested").stat().st_mode) == 0o400
+    assert sorted(p.name for p in target.iterdir()) == sorted([first, "..data", "auth", "token"])
+    # The same payload again changes nothing (not even the folder).
+    assert not podrun.write_atomically(target, {"token": (b"one\n", 0o644), "auth/nested": (b"n", 0o400)})
+    assert os.readlink(data) == first
+    # A change: a new folder, ..data points at it, the old folder and the key that left are gone.
+    assert podrun.write_atomically(target, {"token": (b"two\n", 0o644), "extra": (b"e", 0o644)})
+    second = os.readlink(data)
+    assert second != first and not (target / first).exists()
+    assert sorted(p.name for p in target.iterdir()) == sorted([second, "..data", "extra", "token"])
+    assert (target / "token").read_text() == "two\n" and (target / "extra").read_text() == "e"
+    # Modes the sandbox's own user could not read still let the owner read (it is the file's owner).
+    assert podrun.write_atomically(target, {"token": (b"three", 0o000)})
+    assert stat.S_IMODE((target / "token").stat().st_mode) == 0o400 and (target / "token").read_text() == "three"
+    # An optional object that went away: an empty folder, ..data still there.
+    assert podrun.write_atomically(target, {})
+    assert [p.name for p in target.iterdir() if not p.name.startswith("..")] == []
+    assert (target / "..data").is_symlink() and list((target / "..data").iterdir()) == []
+
+
+def test_a_reader_through_data_never_sees_a_mix_of_two_versions(tmp_path: Path) -> None:
+    """Two keys that always change together: a reader that resolves ..data once sees one version of both."""
+    target = tmp_path / "pair"
+    podrun.write_atomically(target, {"a": (b"0", 0o644), "b": (b"0", 0o644)})
+    stop = threading.Event()
+    seen: list[tuple[bytes, bytes]] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                folder = target / os.readlink(target / podrun.DATA_LINK)
+                seen.append(((folder / "a").read_bytes(), (folder / "b").read_bytes()))
+            except FileNotFoundError:
+                continue  # that version's folder was removed after the swap: read again
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for version in range(1, 200):
+            value = str(version).encode()
+            podrun.write_atomically(target, {"a": (value, 0o644), "b": (value, 0o644)})
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and all(a == b for a, b in seen), [pair for pair in seen if pair[0] != pair[1]][:5]
+    assert (target / "a").read_bytes() == b"199"

@@ -18,6 +18,12 @@ group (`podrun.py` maps its paths, ports and env):
 * env from Secrets/ConfigMaps (`secretKeyRef`, `envFrom`, ...) is read from the API;
   a missing one or a missing required key leaves the pod waiting in
   `CreateContainerConfigError` with the real kubelet's message, retried until it is there;
+* `secret` and `configMap` volumes are written into the pod's folder in the real
+  kubelet's layout (`podrun.write_atomically`) before the containers start (a
+  missing object keeps the pod in `ContainerCreating` with a `FailedMount` event),
+  and rewritten, by one swap of `..data`, as soon as the watch reports a change
+  (the real kubelet takes up to about a minute): a process that re-reads its
+  mounted token file sees a rotation without a restart;
 * ports: each containerPort gets a free loopback port, written on the pod as the
   annotation `ascend.mlops.dev/sandbox-ports` ({"<containerPort>": <local port>})
   as soon as it is allocated (before the pod is Ready), for whoever scrapes it;
@@ -168,6 +174,10 @@ class PodWorker:
         self.reason: str | None = None
         self.message: str | None = None
         self._stopping = False
+        self.object_volumes = podrun.object_volumes(pod)
+        self._volume_dirs: dict[str, Path] = {}  # set once the secret/configMap volumes are written
+        self._volume_versions: dict[str, int] = {}  # volume -> resourceVersion of what it shows
+        self._volume_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._last_status: dict[str, Any] | None = None
         self._status_lock = asyncio.Lock()
@@ -240,6 +250,7 @@ class PodWorker:
             while True:
                 try:
                     volumes = podrun.volume_dirs(self.pod, self.kubelet.config.data_dir, self.dir)
+                    await self._mount_object_volumes(volumes)
                     for container in containers:
                         for port in container.get("ports") or []:
                             if "containerPort" in port and port["containerPort"] not in self.local_ports:
@@ -320,6 +331,37 @@ class PodWorker:
                 data.update(obj.get("stringData") or {})
             found[(kind, name)] = data
         return found
+
+    async def _mount_object_volumes(self, volumes: Mapping[str, Path]) -> None:
+        """Write every secret/configMap volume from the API's current objects (PodConfigError if one is missing)."""
+        async with self._volume_lock:
+            for source in self.object_volumes:
+                obj = await self.kubelet.client.get("v1", source.plural, self.namespace, source.name)
+                podrun.write_atomically(volumes[source.volume], podrun.volume_payload(source, obj))
+                self._volume_versions[source.volume] = _version(obj)
+            self._volume_dirs = {source.volume: volumes[source.volume] for source in self.object_volumes}
+
+    async def object_changed(self, kind: str, namespace: str, name: str, obj: Mapping[str, Any] | None) -> None:
+        """A Secret or ConfigMap was written (or deleted: `obj` None): rewrite the volumes that show it."""
+        if namespace != self.namespace or self._stopping:
+            return
+        async with self._volume_lock:
+            for source in self.object_volumes:
+                local = self._volume_dirs.get(source.volume)
+                if local is None or source.kind != kind or source.name != name:
+                    continue  # not written yet: the first write reads the current object itself
+                version = _version(obj)
+                if obj is not None and version < self._volume_versions.get(source.volume, 0):
+                    continue  # older than what the volume shows (a lagging watch)
+                try:
+                    payload = podrun.volume_payload(source, obj)
+                except podrun.PodConfigError as e:
+                    # As the kubelet: a volume whose object went away keeps its last files.
+                    logger.debug("sandbox kubelet: volume %s of %s/%s kept: %s", source.volume, self.namespace, self.name, e.message)
+                    continue
+                if podrun.write_atomically(local, payload):
+                    logger.info("sandbox kubelet: volume %s of pod %s/%s updated from %s %s", source.volume, self.namespace, self.name, kind, name)
+                self._volume_versions[source.volume] = version
 
     async def _image_refused(self, container: Mapping[str, Any]) -> None:
         allowed = ", ".join(sorted(self.kubelet.config.allowed_images))
@@ -560,6 +602,12 @@ class PodWorker:
                 self.pod = updated
 
 
+def _version(obj: Mapping[str, Any] | None) -> int:
+    """An object's resourceVersion as a number (the sandbox API counts up; 0 when absent or opaque)."""
+    value = str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+    return int(value) if value.isdigit() else 0
+
+
 def _without_times(status: Mapping[str, Any]) -> Any:
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
@@ -659,6 +707,8 @@ class Kubelet:
             asyncio.create_task(self._watch("v1", "nodes", self._on_node), name="kubelet watch nodes"),
             asyncio.create_task(self._watch("apps/v1", "deployments", self.deployments.on_event), name="kubelet watch deployments"),
             asyncio.create_task(self._watch("v1", "services", self.proxy.on_event), name="kubelet watch services"),
+            asyncio.create_task(self._watch("v1", "secrets", self._on_secret), name="kubelet watch secrets"),
+            asyncio.create_task(self._watch("v1", "configmaps", self._on_config_map), name="kubelet watch configmaps"),
             asyncio.create_task(self.gateway.watch(), name="kubelet watch httproutes"),
             asyncio.create_task(self._loop(), name="kubelet loop"),
             asyncio.create_task(self._heartbeat(), name="kubelet heartbeat"),
@@ -706,6 +756,20 @@ class Kubelet:
             worker = self.workers.get(uid)
             if worker is not None:
                 worker.pod = pod
+
+    async def _on_secret(self, kind: str, obj: dict[str, Any]) -> None:
+        await self._object_changed("Secret", kind, obj)
+
+    async def _on_config_map(self, kind: str, obj: dict[str, Any]) -> None:
+        await self._object_changed("ConfigMap", kind, obj)
+
+    async def _object_changed(self, object_kind: str, event: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+        current = None if event == "DELETED" else obj
+        for worker in list(self.workers.values()):
+            if worker.object_volumes:
+                await worker.object_changed(object_kind, namespace, name, current)
 
     async def _on_node(self, kind: str, node: dict[str, Any]) -> None:
         if kind == "DELETED":

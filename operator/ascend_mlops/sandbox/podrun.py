@@ -4,7 +4,10 @@ Pure functions (no API, no processes) so the mapping rules are unit-tested alone
 
 * each volume gets a local directory: `hostPath` -> that path when it exists,
   else the same path under `<data>/hostpath/`; `persistentVolumeClaim` ->
-  `<data>/pvc/<claim>`; `emptyDir` -> a per-pod folder;
+  `<data>/pvc/<claim>`; `emptyDir` -> a per-pod folder; `secret` / `configMap` ->
+  a per-pod folder that `write_atomically` fills with the object's keys in the
+  real kubelet's layout (`volume_payload` says which files, from `items`,
+  `defaultMode` and `optional`);
 * every container path under a mount (and the termination-message path) is
   rewritten to the local path, in args and in env values;
 * each containerPort gets a free local port; `--port N` (and `--metrics-port N`) is rewritten to it and
@@ -14,9 +17,14 @@ Pure functions (no API, no processes) so the mapping rules are unit-tested alone
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime
 import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +94,7 @@ def volume_dirs(pod: Mapping[str, Any], data_dir: Path, pod_dir: Path) -> dict[s
             local = data_dir / "pvc" / claim
             local.mkdir(parents=True, exist_ok=True)
             result[name] = local
-        elif "emptyDir" in volume:
+        elif "emptyDir" in volume or object_volume(volume) is not None:
             local = pod_dir / "volumes" / name
             local.mkdir(parents=True, exist_ok=True)
             result[name] = local
@@ -94,9 +102,177 @@ def volume_dirs(pod: Mapping[str, Any], data_dir: Path, pod_dir: Path) -> dict[s
             kinds = ", ".join(k for k in volume if k != "name") or "none"
             raise PodConfigError(
                 "CreateContainerConfigError",
-                f'volume "{name}" has a type the sandbox does not run ({kinds}); use hostPath, persistentVolumeClaim or emptyDir',
+                f'volume "{name}" has a type the sandbox does not run ({kinds}); '
+                "use hostPath, persistentVolumeClaim, emptyDir, secret or configMap",
             )
     return result
+
+
+# ---------------------------------------------------------------- secret and configMap volumes
+DATA_LINK: Final = "..data"  # the symlink to the current timestamped folder
+DEFAULT_VOLUME_MODE: Final = 0o644  # the API's default for defaultMode
+_DATA_LINK_TMP: Final = "..data_tmp"
+
+
+@dataclass(frozen=True)
+class ObjectVolume:
+    """A `secret` or `configMap` volume of a pod: the object it shows as files, and how."""
+
+    volume: str  # the pod's volume name
+    kind: str  # "Secret" or "ConfigMap"
+    name: str  # the object's name (same namespace as the pod)
+    optional: bool = False
+    items: tuple[Mapping[str, Any], ...] | None = None  # None: every key, as a file of its name
+    default_mode: int = DEFAULT_VOLUME_MODE
+
+    @property
+    def plural(self) -> str:
+        return "secrets" if self.kind == "Secret" else "configmaps"
+
+
+def object_volume(volume: Mapping[str, Any]) -> ObjectVolume | None:
+    """The `secret` / `configMap` source of a pod volume, or None for any other type."""
+    if "secret" in volume:
+        source, kind, name = volume.get("secret") or {}, "Secret", (volume.get("secret") or {}).get("secretName", "")
+    elif "configMap" in volume:
+        source, kind, name = volume.get("configMap") or {}, "ConfigMap", (volume.get("configMap") or {}).get("name", "")
+    else:
+        return None
+    items = source.get("items")
+    mode = source.get("defaultMode")
+    return ObjectVolume(
+        volume=str(volume.get("name", "")), kind=kind, name=str(name), optional=bool(source.get("optional")),
+        items=tuple(items) if items else None, default_mode=int(mode) if mode is not None else DEFAULT_VOLUME_MODE,
+    )
+
+
+def object_volumes(pod: Mapping[str, Any]) -> list[ObjectVolume]:
+    found = (object_volume(v) for v in pod.get("spec", {}).get("volumes") or [])
+    return [v for v in found if v is not None]
+
+
+def _decode(value: Any) -> bytes:
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        return str(value).encode()  # the API would have refused it; show it as it is
+
+
+def object_data(kind: str, obj: Mapping[str, Any]) -> dict[str, bytes]:
+    """The keys of a Secret (base64 `data`, plus `stringData` as the API would merge it) or ConfigMap."""
+    if kind == "Secret":
+        result = {key: _decode(value) for key, value in (obj.get("data") or {}).items()}
+        result.update({k: str(v).encode() for k, v in (obj.get("stringData") or {}).items()})
+        return result
+    result = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
+    result.update({key: _decode(value) for key, value in (obj.get("binaryData") or {}).items()})
+    return result
+
+
+def _check_relative(path: str, volume: str) -> str:
+    parts = path.split("/")
+    if not path or path.startswith("/") or ".." in parts or path.startswith(".."):
+        raise PodConfigError("ContainerCreating", f'MountVolume.SetUp failed for volume "{volume}" : invalid path {path!r}: must be relative, without ".."')
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+def volume_payload(source: ObjectVolume, obj: Mapping[str, Any] | None) -> dict[str, tuple[bytes, int]]:
+    """The files of the volume, {relative path: (content, mode)}, as the kubelet projects them.
+
+    A missing object is an error unless the volume is optional (then the folder
+    is empty); `items` selects keys and names their files (a listed key the
+    object lacks is an error unless optional); `mode` per item over `defaultMode`.
+    The message names the object and key, never a value.
+    """
+    prefix = f'MountVolume.SetUp failed for volume "{source.volume}" : '
+    if obj is None:
+        if source.optional:
+            return {}
+        raise PodConfigError("ContainerCreating", prefix + f'{source.kind.lower()} "{source.name}" not found')
+    data = object_data(source.kind, obj)
+    if source.items is None:
+        return {_check_relative(key, source.volume): (value, source.default_mode) for key, value in sorted(data.items())}
+    payload: dict[str, tuple[bytes, int]] = {}
+    for item in source.items:
+        key = str(item.get("key", ""))
+        if key not in data:
+            if source.optional:
+                continue
+            what = "secret key" if source.kind == "Secret" else "config key"
+            owner = "" if source.kind == "Secret" else "configmap "
+            raise PodConfigError("ContainerCreating", prefix + f"{owner}references non-existent {what}: {key}")
+        mode = item.get("mode")
+        payload[_check_relative(str(item.get("path") or key), source.volume)] = (
+            data[key], int(mode) if mode is not None else source.default_mode
+        )
+    return payload
+
+
+def _local_mode(mode: int) -> int:
+    # The sandbox's processes run as the files' owner: the owner may always read (as root
+    # in a container may), whatever the mode; the rest of the mode is kept.
+    return (mode & 0o777) | 0o400
+
+
+def read_payload(target: Path) -> dict[str, tuple[bytes, int]] | None:
+    """What the volume shows now (through `..data`), or None before its first write."""
+    data = target / DATA_LINK
+    if not data.is_symlink():
+        return None
+    current = data.resolve()
+    found: dict[str, tuple[bytes, int]] = {}
+    for path in sorted(current.rglob("*")):
+        if path.is_file():
+            found[str(path.relative_to(current))] = (path.read_bytes(), path.stat().st_mode & 0o777)
+    return found
+
+
+def write_atomically(target: Path, payload: Mapping[str, tuple[bytes, int]], *, now: datetime.datetime | None = None) -> bool:
+    """Show `payload` in `target` as the kubelet's AtomicWriter does; False when it was already shown.
+
+    The files go into a new folder `..<UTC timestamp>.<random>`; the symlink
+    `..data` is then swapped to it in one rename (a reader sees the old set of
+    files or the new one, never a mix); each top-level name is a symlink
+    `name -> ..data/name`; names that left the payload and the previous
+    folder are removed last.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = {path: (content, _local_mode(mode)) for path, (content, mode) in payload.items()}
+    if read_payload(target) == wanted:
+        return False
+    data_link = target / DATA_LINK
+    stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("..%Y_%m_%d_%H_%M_%S.")
+    fresh = Path(tempfile.mkdtemp(prefix=stamp, dir=target))
+    for relative, (content, mode) in wanted.items():
+        path = fresh / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(mode)
+    tmp_link = target / _DATA_LINK_TMP
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    tmp_link.symlink_to(fresh.name)
+    os.replace(tmp_link, data_link)
+    top = {relative.split("/", 1)[0] for relative in wanted}
+    for name in sorted(top):
+        link = target / name
+        if link.is_symlink() and os.readlink(link) == f"{DATA_LINK}/{name}":
+            continue
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        elif link.is_dir():
+            shutil.rmtree(link)
+        link.symlink_to(f"{DATA_LINK}/{name}")
+    for entry in target.iterdir():
+        if entry.name.startswith(".."):
+            if entry != fresh and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)  # the previous folder (or one a crash left)
+        elif entry.name not in top:
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()
+            elif entry.is_dir():
+                shutil.rmtree(entry)
+    return True
 
 
 def _rewriter(mapping: Sequence[tuple[str, str]]) -> re.Pattern[str] | None:
