@@ -319,6 +319,16 @@ MALFORMED = [
     (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "analysis": {"steps": [50, 50]}}),  # a set
     (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "analysis": {"maxErrorRate": 2}}),
     (constants.INFERENCE_SERVICE, "spec.canary", {"uri": "pvc://d/V2/om/model", "analysis": {"interval": 5}}),
+    (constants.INFERENCE_SERVICE, "spec.exposure", {"host": "flowers.example.com"}),  # no type
+    (constants.INFERENCE_SERVICE, "spec.exposure", {"type": "NodePort"}),
+    (constants.INFERENCE_SERVICE, "spec.exposure", {"type": "Ingress", "host": "Flowers.example.com"}),
+    (constants.INFERENCE_SERVICE, "spec.exposure", {"type": "Ingress", "path": "/flowers"}),
+    (constants.INFERENCE_SERVICE, "spec.auth", {}),
+    (constants.INFERENCE_SERVICE, "spec.auth", {"secretName": "Tokens"}),
+    (constants.INFERENCE_SERVICE, "spec.autoscaling", {"minReplicas": 1}),  # no maxReplicas
+    (constants.INFERENCE_SERVICE, "spec.autoscaling", {"maxReplicas": 2, "metric": "rps"}),
+    (constants.INFERENCE_SERVICE, "spec.autoscaling", {"maxReplicas": 2, "target": 0}),
+    (constants.INFERENCE_SERVICE, "spec.autoscaling", {"maxReplicas": 0}),
 ]
 
 
@@ -356,3 +366,29 @@ def test_status_written_by_the_operator_is_valid() -> None:
     admit({**flowers(constants.TRAINING_JOB), "status": status})
     with pytest.raises(jsonschema.ValidationError):
         admit({**flowers(constants.TRAINING_JOB), "status": {**status, "freeForm": {"x": 1}}})
+
+
+def test_serving_fields_are_admitted_and_replicas_has_no_default() -> None:
+    """spec.replicas has no schema default: a defaulted replicas would collide with every spec.autoscaling."""
+    doc = flowers(constants.INFERENCE_SERVICE)
+    doc["spec"].pop("replicas", None)
+    doc["spec"].update(
+        exposure={"type": "Ingress", "host": "flowers.example.com", "ingressClassName": "nginx", "tlsSecretName": "flowers-tls"},
+        auth={"secretName": "flowers-tokens"},
+        autoscaling={"maxReplicas": 4},
+    )
+    admitted = admit(doc)["spec"]
+    assert "replicas" not in admitted
+    assert admitted["autoscaling"] == {"minReplicas": 1, "maxReplicas": 4, "metric": "concurrency"}
+    spec = parse_inference_service(admitted, catalog.DEFAULT_ACCELERATOR_RESOURCE)
+    assert spec.autoscaling is not None and spec.exposure is not None and spec.auth is not None
+
+
+def test_cel_rules_guard_what_the_structural_schema_cannot() -> None:
+    """replicas xor autoscaling, and minReplicas <= maxReplicas: CEL on a cluster, the operator's Valid condition everywhere."""
+    spec = open_api_schema(constants.INFERENCE_SERVICE)["properties"]["spec"]
+    rules = {rule["rule"]: rule["message"] for rule in spec["x-kubernetes-validations"]}
+    assert rules["!(has(self.replicas) && has(self.autoscaling))"].startswith("set either replicas or autoscaling")
+    scaling = spec["properties"]["autoscaling"]
+    [rule] = scaling["x-kubernetes-validations"]
+    assert "self.minReplicas <= self.maxReplicas" in rule["rule"]

@@ -6,6 +6,9 @@ import pytest
 
 from ascend_mlops.api import catalog
 from ascend_mlops.api.specs import (
+    Auth,
+    Autoscaling,
+    Exposure,
     FieldError,
     SpecError,
     StorageOptions,
@@ -324,3 +327,59 @@ def test_canary_defaults() -> None:
         {**CANARY_BASE, "canary": {"uri": "pvc://d/runs/V002/om/model", "trafficPercent": 20, "replicas": 2}}, catalog.DEFAULT_ACCELERATOR_RESOURCE
     )
     assert plain.canary is not None and plain.canary.traffic_percent == 20 and plain.canary.replicas == 2 and plain.canary.analysis is None
+
+
+# --- serving real clients: exposure, auth, autoscaling (issue 12) ----------------------------
+SERVING_BASE = {"model": {"uri": "pvc://d/runs/V001/om/model"}}
+
+
+def serving(**spec: Any) -> Any:
+    return parse_inference_service({**SERVING_BASE, **spec}, RESOURCE)
+
+
+def test_exposure_auth_and_autoscaling_defaults() -> None:
+    plain = serving()
+    assert plain.exposure is None and plain.auth is None and plain.autoscaling is None and plain.replicas == 1
+    spec = serving(
+        exposure={"type": "Ingress", "host": "flowers.example.com", "ingressClassName": "nginx", "tlsSecretName": "flowers-tls"},
+        auth={"secretName": "flowers-tokens"},
+        autoscaling={"maxReplicas": 4},
+    )
+    assert spec.exposure == Exposure("Ingress", "flowers.example.com", "nginx", "flowers-tls")
+    assert spec.auth == Auth("flowers-tokens")
+    assert spec.autoscaling == Autoscaling(max_replicas=4, min_replicas=1, metric="concurrency", target=4.0)
+    assert spec.replicas == 1  # what a new Deployment starts with: minReplicas
+    cpu = serving(autoscaling={"minReplicas": 2, "maxReplicas": 3, "metric": "cpu"})
+    assert cpu.autoscaling == Autoscaling(max_replicas=3, min_replicas=2, metric="cpu", target=80.0) and cpu.replicas == 2
+    fractional = serving(autoscaling={"maxReplicas": 3, "target": 2.5}, exposure={"type": "HTTPRoute"})
+    assert fractional.autoscaling is not None and fractional.autoscaling.target == 2.5
+    assert fractional.exposure == Exposure("HTTPRoute")
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"replicas": 2, "autoscaling": {"maxReplicas": 4}}, "spec.replicas: and spec.autoscaling exclude each other"),
+        # Both fields are reported even when autoscaling has errors of its own.
+        ({"replicas": 2, "autoscaling": {"maxReplicas": 0}}, "spec.replicas: and spec.autoscaling exclude each other"),
+        ({"autoscaling": {"minReplicas": 5, "maxReplicas": 4}}, "spec.autoscaling.minReplicas: 5 is above maxReplicas 4; lower minReplicas or raise"),
+        ({"autoscaling": {"minReplicas": 2}}, "spec.autoscaling.maxReplicas: is required"),
+        ({"autoscaling": {"maxReplicas": 101}}, "spec.autoscaling.maxReplicas: 101 is above the maximum 100"),
+        ({"autoscaling": {"maxReplicas": 2, "minReplicas": 0}}, "spec.autoscaling.minReplicas: 0 is below the minimum 1"),
+        ({"autoscaling": {"maxReplicas": 2, "metric": "qps"}}, "spec.autoscaling.metric: unknown value 'qps'; use one of: concurrency, cpu"),
+        ({"autoscaling": {"maxReplicas": 2, "target": 0}}, "spec.autoscaling.target: 0 must be greater than 0"),
+        ({"autoscaling": {"maxReplicas": 2, "metric": "cpu", "target": 75.5}}, "spec.autoscaling.target: expected an integer, got 75.5"),
+        ({"autoscaling": {"maxReplicas": 2, "scaleDown": 1}}, "spec.autoscaling.scaleDown: unknown field"),
+        ({"exposure": {"host": "a.example.com"}}, "spec.exposure.type: is required; Ingress"),
+        ({"exposure": {"type": "LoadBalancer"}}, "spec.exposure.type: unknown value 'LoadBalancer'; use one of: Ingress, HTTPRoute"),
+        ({"exposure": {"type": "Ingress", "host": "Flowers.Example.com"}}, "spec.exposure.host: 'Flowers.Example.com' is not valid"),
+        ({"exposure": {"type": "Ingress", "host": "*.example.com"}}, "spec.exposure.host: '*.example.com' is not valid; a DNS name"),
+        ({"exposure": {"type": "HTTPRoute", "tlsSecretName": "tls"}}, "spec.exposure.tlsSecretName: applies to type Ingress only"),
+        ({"exposure": {"type": "HTTPRoute", "ingressClassName": "nginx"}}, "spec.exposure.ingressClassName: applies to type Ingress only"),
+        ({"auth": {}}, "spec.auth.secretName: is required"),
+        ({"auth": {"secretName": "Tokens"}}, "spec.auth.secretName: 'Tokens' is not valid"),
+        ({"auth": "tokens"}, "spec.auth: expected an object"),
+    ],
+)
+def test_bad_serving_specs_name_the_field_and_the_fix(spec: dict[str, Any], error: str) -> None:
+    assert error in errors_of(parse_inference_service, {**SERVING_BASE, **spec}, RESOURCE)

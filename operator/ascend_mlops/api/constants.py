@@ -54,6 +54,16 @@ ANNOTATION_SANDBOX_URL: Final = f"{GROUP}/sandbox-url"
 # The Gateway API (gateway.networking.k8s.io), for exact canary weights.
 GATEWAY_API_VERSION: Final = "gateway.networking.k8s.io/v1"
 HTTPROUTES: Final = "httproutes"
+# spec.exposure: an Ingress, or the HTTPRoute above with the exposure's host.
+INGRESS_API_VERSION: Final = "networking.k8s.io/v1"
+INGRESSES: Final = "ingresses"
+# spec.autoscaling: a HorizontalPodAutoscaler, or a KEDA ScaledObject where KEDA is installed.
+HPA_API_VERSION: Final = "autoscaling/v2"
+HPAS: Final = "horizontalpodautoscalers"
+KEDA_API_VERSION: Final = "keda.sh/v1alpha1"
+SCALEDOBJECTS: Final = "scaledobjects"
+KIND_HPA: Final = "HorizontalPodAutoscaler"
+KIND_SCALEDOBJECT: Final = "ScaledObject"
 PRODUCT: Final = "ascend-mlops"
 
 
@@ -88,6 +98,8 @@ class ConditionType:
     CANARY_READY: Final = "CanaryReady"
     CANARY_PROMOTED: Final = "CanaryPromoted"
     CANARY_ROLLED_BACK: Final = "CanaryRolledBack"
+    # InferenceService spec.autoscaling: the HPA / ScaledObject and whether it can scale
+    AUTOSCALING: Final = "Autoscaling"
     # kstatus abnormal-true conditions.
     RECONCILING: Final = "Reconciling"
     STALLED: Final = "Stalled"
@@ -139,3 +151,10 @@ class Reason:
     PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
     # Object storage: the Secret named by spec.storage.secretName (or the default) or a required key is missing
     STORAGE_SECRET_MISSING: Final = "StorageSecretMissing"
+    # spec.auth: the token Secret does not exist (or may not be looked at); no pod could mount it
+    AUTH_SECRET_MISSING: Final = "AuthSecretMissing"
+    # spec.autoscaling (the Autoscaling condition)
+    AUTOSCALER_PENDING: Final = "AutoscalerPending"  # created; its controller has not reported yet
+    AUTOSCALER_READY: Final = "AutoscalerReady"  # it reads its metric and can scale
+    AUTOSCALER_NOT_READY: Final = "AutoscalerNotReady"  # it cannot scale (no metric); its own message says why
+    MAX_REPLICAS_ABOVE_CAPACITY: Final = "MaxReplicasAboveCapacity"  # maxReplicas needs more devices than the nodes have

@@ -276,6 +276,51 @@ class Accelerator:
     count: int
 
 
+EXPOSURE_INGRESS: Final = "Ingress"
+EXPOSURE_HTTPROUTE: Final = "HTTPRoute"
+EXPOSURE_TYPES: Final = (EXPOSURE_INGRESS, EXPOSURE_HTTPROUTE)
+METRIC_CONCURRENCY: Final = "concurrency"
+METRIC_CPU: Final = "cpu"
+AUTOSCALING_METRICS: Final = (METRIC_CONCURRENCY, METRIC_CPU)
+# Per metric: the default target (in-flight requests per pod; percent of the CPU request).
+DEFAULT_TARGETS: Final[dict[str, float]] = {METRIC_CONCURRENCY: 4.0, METRIC_CPU: 80.0}
+MAX_REPLICAS: Final = 100
+# A host name: DNS labels of at most 63 characters, lowercase (what Ingress and HTTPRoute accept, no wildcard).
+_HOST: Final = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+
+
+def is_host_name(text: str) -> bool:
+    """A DNS host name such as 'flowers.example.com' (labels of 1-63 characters, lowercase)."""
+    return bool(_HOST.match(text))
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """`spec.exposure`: an address outside the cluster, through an Ingress or an HTTPRoute on the operator's Gateway."""
+
+    type: str  # EXPOSURE_INGRESS | EXPOSURE_HTTPROUTE
+    host: str | None = None  # None: <name>.<namespace>.<the operator's domain>
+    ingress_class_name: str | None = None  # None: the operator's setting ("" there: the cluster's default class)
+    tls_secret_name: str | None = None  # Ingress only: TLS terminated with this Secret, status.url https://
+
+
+@dataclass(frozen=True)
+class Auth:
+    """`spec.auth`: the server accepts only the tokens in this Secret (mounted, never read by the operator)."""
+
+    secret_name: str
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """`spec.autoscaling`: an HPA (or a KEDA ScaledObject) moves the stable revision between min and max replicas."""
+
+    max_replicas: int
+    min_replicas: int = 1
+    metric: str = METRIC_CONCURRENCY
+    target: float = DEFAULT_TARGETS[METRIC_CONCURRENCY]
+
+
 @dataclass(frozen=True)
 class InferenceServiceSpec:
     conversion_ref: str | None
@@ -283,7 +328,7 @@ class InferenceServiceSpec:
     labels: StorageURI | None
     model_name: str | None
     runtime: str
-    replicas: int
+    replicas: int  # with autoscaling: minReplicas (what a new Deployment starts with)
     # None: the runtime's default (acl: one device of the configured resource; tensorflow: none).
     accelerator: Accelerator | None
     accelerator_explicit: bool
@@ -293,6 +338,9 @@ class InferenceServiceSpec:
     pod: PodOptions = field(default_factory=PodOptions)
     storage: StorageOptions = field(default_factory=StorageOptions)
     canary: CanarySpec | None = None
+    exposure: Exposure | None = None
+    auth: Auth | None = None
+    autoscaling: Autoscaling | None = None
 
 
 @dataclass(frozen=True)
@@ -804,7 +852,18 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
     spec = _spec(raw)
     r = _Reader()
     section = _model_section(r, spec, default_accelerator_resource)
-    replicas = r.integer(spec, "replicas", "spec", default=1, minimum=1, maximum=100)
+    replicas = r.integer(spec, "replicas", "spec", default=1, minimum=1, maximum=MAX_REPLICAS)
+    autoscaling = _autoscaling(r, spec)
+    if spec.get("autoscaling") is not None and spec.get("replicas") is not None:
+        r.fail(
+            "spec.replicas",
+            "and spec.autoscaling exclude each other (the autoscaler sets the replica count); remove spec.replicas "
+            "and bound the count with autoscaling.minReplicas and maxReplicas",
+        )
+    if autoscaling is not None:
+        replicas = autoscaling.min_replicas
+    exposure = _exposure(r, spec)
+    auth = _auth(r, spec)
     batching = r.mapping(spec, "batching", "spec")
     max_batch = r.integer(batching, "maxBatchSize", "spec.batching", minimum=1, maximum=2048)
     max_delay = r.number(batching, "maxDelayMs", "spec.batching", minimum=0.0)
@@ -828,6 +887,103 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
         pod=pod,
         storage=storage,
         canary=canary,
+        exposure=exposure,
+        auth=auth,
+        autoscaling=autoscaling,
+    )
+
+
+def _known_fields(r: _Reader, raw: Mapping[str, Any], path: str, known: Sequence[str]) -> None:
+    for extra in sorted(set(raw) - set(known)):
+        r.fail(f"{path}.{extra}", f"unknown field; use {', '.join(known)}")
+
+
+def _exposure(r: _Reader, spec: Mapping[str, Any]) -> Exposure | None:
+    """`spec.exposure`: Ingress (class, host, TLS) or HTTPRoute (host) in front of the client Service."""
+    if spec.get("exposure") is None:
+        return None
+    path = "spec.exposure"
+    raw = r.mapping(spec, "exposure", "spec")
+    if not isinstance(spec.get("exposure"), Mapping):
+        return None
+    _known_fields(r, raw, path, ("type", "host", "ingressClassName", "tlsSecretName"))
+    kind = r.string(
+        raw, "type", path, required=True, choices=EXPOSURE_TYPES,
+        hint="Ingress (networking.k8s.io/v1) or HTTPRoute (on the operator's Gateway)",
+    )
+    host = r.string(
+        raw, "host", path, pattern=_HOST,
+        hint="a DNS name such as flowers.example.com (lowercase, no wildcard); leave it out for <name>.<namespace>.<domain>",
+    )
+    class_name = r.string(
+        raw, "ingressClassName", path, pattern=_K8S_NAME, hint="the metadata.name of an IngressClass, e.g. nginx",
+    )
+    tls = r.string(
+        raw, "tlsSecretName", path, pattern=_K8S_NAME,
+        hint="the metadata.name of a kubernetes.io/tls Secret in this namespace",
+    )
+    if kind == EXPOSURE_HTTPROUTE:
+        for key, value in (("ingressClassName", class_name), ("tlsSecretName", tls)):
+            if value is not None:
+                r.fail(
+                    f"{path}.{key}",
+                    "applies to type Ingress only; remove it (an HTTPRoute attaches to the operator's Gateway, "
+                    "whose listeners terminate TLS)",
+                )
+    if kind is None:
+        return None
+    return Exposure(kind, host, class_name, tls)
+
+
+def _auth(r: _Reader, spec: Mapping[str, Any]) -> Auth | None:
+    if spec.get("auth") is None:
+        return None
+    raw = r.mapping(spec, "auth", "spec")
+    if not isinstance(spec.get("auth"), Mapping):
+        return None
+    _known_fields(r, raw, "spec.auth", ("secretName",))
+    name = r.string(
+        raw, "secretName", "spec.auth", required=True, pattern=_K8S_NAME,
+        hint="the metadata.name of a Secret in this namespace whose keys each hold one or more tokens, one per line",
+    )
+    if name is not None and len(name) > 253:
+        r.fail("spec.auth.secretName", f"{name!r} is longer than 253 characters")
+        return None
+    return Auth(name) if name else None
+
+
+def _autoscaling(r: _Reader, spec: Mapping[str, Any]) -> Autoscaling | None:
+    if spec.get("autoscaling") is None:
+        return None
+    path = "spec.autoscaling"
+    raw = r.mapping(spec, "autoscaling", "spec")
+    if not isinstance(spec.get("autoscaling"), Mapping):
+        return None
+    _known_fields(r, raw, path, ("minReplicas", "maxReplicas", "metric", "target"))
+    errors = len(r.errors)
+    low = r.integer(raw, "minReplicas", path, default=1, minimum=1, maximum=MAX_REPLICAS)
+    high = r.integer(raw, "maxReplicas", path, minimum=1, maximum=MAX_REPLICAS)
+    if high is None and raw.get("maxReplicas") is None:
+        r.fail(f"{path}.maxReplicas", "is required: the most server pods (each with its own Ascend device) to scale to")
+    metric = r.string(raw, "metric", path, default=METRIC_CONCURRENCY, choices=AUTOSCALING_METRICS) or METRIC_CONCURRENCY
+    target: float | None
+    if metric == METRIC_CPU:
+        cpu = r.integer(raw, "target", path, minimum=1, maximum=1000)  # percent of the CPU request, e.g. 80
+        target = float(cpu) if cpu is not None else None
+    else:
+        target = r.number(raw, "target", path, exclusive_min=0.0)
+    if low is not None and high is not None and low > high:
+        r.fail(
+            f"{path}.minReplicas",
+            f"{low} is above maxReplicas {high}; lower minReplicas or raise maxReplicas",
+        )
+    if len(r.errors) > errors or high is None:
+        return None
+    return Autoscaling(
+        max_replicas=high,
+        min_replicas=low or 1,
+        metric=metric,
+        target=DEFAULT_TARGETS[metric] if target is None else target,
     )
 
 
