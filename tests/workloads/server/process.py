@@ -17,6 +17,7 @@ from ascend_mlops.api import contract
 from tests.helpers import wait_for
 
 _LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+_METRICS = re.compile(r"metrics on http://[^:]+:(\d+)/")
 
 
 class ServerProcess:
@@ -32,6 +33,7 @@ class ServerProcess:
         )
         self.lines: list[str] = []
         self.port: int | None = None
+        self.metrics_port: int | None = None  # with --metrics-port
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -42,6 +44,9 @@ class ServerProcess:
             match = _LISTENING.search(line)
             if match and self.port is None:
                 self.port = int(match.group(1))
+            match = _METRICS.search(line)
+            if match and self.metrics_port is None:
+                self.metrics_port = int(match.group(1))
 
     @property
     def log(self) -> str:
@@ -87,7 +92,9 @@ class ServerProcess:
             self.process.wait(30)
 
 
-def post_image(url: str, data: bytes, filename: str = "image.jpg") -> tuple[int, dict[str, str], bytes]:
+def post_image(
+    url: str, data: bytes, filename: str = "image.jpg", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """POST / as multipart/form-data with the file field `images` (what curl -F does)."""
     boundary = "ascendmlopsboundary"
     body = (
@@ -95,7 +102,8 @@ def post_image(url: str, data: bytes, filename: str = "image.jpg") -> tuple[int,
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(
-        url + "/", data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        url + "/", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:

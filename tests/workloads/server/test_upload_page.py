@@ -135,3 +135,59 @@ async def test_upload_page_shows_the_predicted_label_and_top_scores(
         assert await browser.evaluate("document.querySelector('img#preview').style.display") == "block"
     finally:
         await server.stop()
+
+
+async def test_upload_page_asks_for_the_token_when_the_server_needs_one(
+    browser: DevTools, tiny_version: Path, tmp_path: Path
+) -> None:
+    token = "page-token-4f0c2a91"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{token}\n")
+    config = ServerConfig(
+        model=tiny_version, backend="tensorflow", name="flowers", host="127.0.0.1", port=0, termination_log=None,
+        auth_tokens=tokens,
+    )
+    server = InferenceServer(config, TensorFlowBackend(tiny_version))
+    port = await server.start()
+    await server.load()
+    try:
+        photo = tmp_path / "photo.png"
+        photo.write_bytes(image_bytes("red", size=48, fmt="PNG"))
+        await browser.send("Page.enable")
+        await browser.send("Network.enable")
+        await browser.send("Page.navigate", url=f"http://127.0.0.1:{port}/")
+        await browser.wait_for("document.readyState === 'complete' && !!document.getElementById('token')")
+        assert await browser.evaluate("document.getElementById('token').type") == "password"
+        document = await browser.send("DOM.getDocument")
+        node = await browser.send("DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#file")
+        await browser.send("DOM.setFileInputFiles", files=[str(photo)], nodeId=node["nodeId"])
+
+        async def predict(value: str) -> tuple[str, str]:
+            await browser.evaluate(
+                f"document.getElementById('result').dataset.state = 'idle';"
+                f"document.getElementById('token').value = {json.dumps(value)};"
+                "document.getElementById('predict').click()"
+            )
+            state = await browser.wait_for(
+                "['done', 'error', 'unauthorized'].includes(document.getElementById('result').dataset.state) && "
+                "document.getElementById('result').dataset.state"
+            )
+            return state, await browser.evaluate("document.getElementById('error').textContent")
+
+        state, message = await predict("")  # not even sent
+        assert state == "error" and "needs a token" in message
+        state, message = await predict("not-the-token")
+        assert state == "unauthorized" and "401" in message and "refused the token" in message
+        assert await browser.evaluate("document.getElementById('predicted-label').textContent") == ""
+        state, message = await predict(token)
+        assert state == "done", message
+        assert await browser.evaluate("document.getElementById('predicted-label').textContent") == "red"
+
+        # What the browser sent: the token as a bearer header on POST / (and only there).
+        sent = [
+            e["params"]["request"] for e in browser.events
+            if e.get("method") == "Network.requestWillBeSent" and e["params"]["request"]["method"] == "POST"
+        ]
+        assert [r["headers"].get("Authorization") for r in sent] == ["Bearer not-the-token", f"Bearer {token}"]
+    finally:
+        await server.stop()

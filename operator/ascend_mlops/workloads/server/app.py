@@ -3,6 +3,11 @@ Prometheus metrics and a small upload page, over one backend and one batcher.
 
 Domain errors (`errors.ServerError`) become JSON bodies `{"error": "..."}`
 with their status code; nothing a client sends can crash the server.
+
+With `--auth-tokens` the routes that run or describe the model (PROTECTED_ROUTES)
+need a token; the health routes (kubelet probes), the server metadata (`/v2`)
+and the upload page (which asks for the token) stay open. With
+`--metrics-port` /metrics is served by a second listener on that port only.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ascend_mlops import __version__
 from ascend_mlops.api import contract
-from ascend_mlops.workloads.server import processing
+from ascend_mlops.workloads.server import auth, processing
 from ascend_mlops.workloads.server.backends import Backend
 from ascend_mlops.workloads.server.batching import Batcher, BatchResult
 from ascend_mlops.workloads.server.config import ServerConfig
@@ -48,6 +53,13 @@ IMAGE_FIELD = "images"
 HEADER_INFERENCE_LENGTH = "Inference-Header-Content-Length"
 HEADER_BATCH_SIZE = "X-Batch-Size"
 INFERENCE_ROUTES = contract.INFERENCE_ROUTES
+MODEL_METADATA_ROUTES = frozenset({"/v2/models/{name}", "/v2/models/{name}/versions/{version}"})
+# (method, canonical route) that need a token when --auth-tokens is given: running the model, and its
+# metadata (labels, tensors, backend). Health, /v2 and the page stay open.
+PROTECTED_ROUTES = frozenset(
+    {("POST", route) for route in INFERENCE_ROUTES} | {("GET", route) for route in MODEL_METADATA_ROUTES}
+)
+AUTH_REALM = SERVER_NAME
 _CHUNK = 64 * 1024
 
 
@@ -57,6 +69,11 @@ def _error_response(error: ServerError) -> web.Response:
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return web.json_response({"error": error.message}, status=error.status, headers=headers)
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    addresses = runner.addresses  # the bound port, which differs from the configured one with port 0
+    return int(addresses[0][1]) if addresses else configured
 
 
 def _server_timing(stages: dict[str, float]) -> str:
@@ -104,6 +121,13 @@ class InferenceServer:
         self._in_flight = 0  # inference requests being handled, for the batcher and for draining
         self._idle = asyncio.Event()
         self._idle.set()
+        # Raises auth.TokenSourceError when the source is missing or holds no token.
+        self.auth = auth.TokenSource(config.auth_tokens) if config.auth_tokens is not None else None
+        if self.auth is not None:
+            for outcome in auth.OUTCOMES:
+                self.metrics.auth.labels(outcome)  # every outcome is a series from the start, at 0
+        self.metrics_port: int | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self.app = self._build_app()
 
     # -- lifecycle -------------------------------------------------------------
@@ -118,22 +142,34 @@ class InferenceServer:
             app.router.add_get(prefix, self.handle_model_metadata)
             app.router.add_get(f"{prefix}/ready", self.handle_model_ready)
             app.router.add_post(f"{prefix}/infer", self.handle_infer)
-        app.router.add_get(contract.METRICS_PATH, self.handle_metrics)
+        if self.config.metrics_port is None:
+            app.router.add_get(contract.METRICS_PATH, self.handle_metrics)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
         return app
 
     async def start(self) -> int:
         """Listen (live, not ready yet). Returns the bound port (useful with port 0)."""
+        if self.config.metrics_port is not None:
+            # Its own application and runner: nothing but /metrics there, and it outlives the drain.
+            metrics_app = web.Application()
+            metrics_app.router.add_get(contract.METRICS_PATH, self.handle_metrics)
+            self._metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, self.config.host, self.config.metrics_port).start()
+            self.metrics_port = _bound_port(self._metrics_runner, self.config.metrics_port)
+            log.info("metrics on http://%s:%d%s only", self.config.host, self.metrics_port, contract.METRICS_PATH)
         self._runner = web.AppRunner(
             self.app, shutdown_timeout=self.config.shutdown_timeout, access_log=None, handle_signals=False
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        addresses = self._runner.addresses  # the bound port, which differs from the config's with port 0
-        self.port = int(addresses[0][1]) if addresses else self.config.port
-        log.info("listening on http://%s:%d (model %r not loaded yet)", self.config.host, self.port, self.config.name)
+        self.port = _bound_port(self._runner, self.config.port)
+        log.info(
+            "listening on http://%s:%d (model %r not loaded yet%s)", self.config.host, self.port, self.config.name,
+            ", tokens required" if self.auth is not None else "",
+        )
         return self.port
 
     async def load(self) -> None:
@@ -194,6 +230,7 @@ class InferenceServer:
             self.batcher.flush()
         if self._runner is None:
             await self._release()
+            await self._stop_metrics()
             return
         runner, self._runner = self._runner, None
         for site in list(runner.sites):
@@ -205,6 +242,12 @@ class InferenceServer:
             except TimeoutError:
                 log.warning("%d request(s) still in flight after %.0fs; closing", self._in_flight, self.config.shutdown_timeout)
         await runner.cleanup()  # -> _on_shutdown, closes connections, -> _on_cleanup
+        await self._stop_metrics()
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_runner is not None:
+            runner, self._metrics_runner = self._metrics_runner, None
+            await runner.cleanup()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.ready = False
@@ -231,8 +274,40 @@ class InferenceServer:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
-        counted = route in INFERENCE_ROUTES and request.method == "POST"
         started = time.perf_counter()
+        denied = self._authenticate(request, route)
+        response = denied if denied is not None else await self._handle(request, handler, route)
+        self.metrics.requests.labels(route, request.method, str(response.status)).inc()
+        self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    def _authenticate(self, request: web.Request, route: str) -> web.Response | None:
+        """None when the request may go on; else the 401 to answer (it never reaches the model)."""
+        if self.auth is None or (request.method, route) not in PROTECTED_ROUTES:
+            return None
+        token = auth.presented_token(request.headers)
+        if token is None:
+            outcome = auth.OUTCOME_MISSING
+        elif self.auth.check(token):
+            outcome = auth.OUTCOME_OK
+        else:
+            outcome = auth.OUTCOME_INVALID
+        self.metrics.auth.labels(outcome).inc()
+        if outcome == auth.OUTCOME_OK:
+            return None
+        if outcome == auth.OUTCOME_MISSING:
+            message = (
+                f"model {self.config.name!r} needs a token: send the header "
+                f"'{auth.HEADER_AUTHORIZATION}: Bearer <token>' (or '{auth.HEADER_AUTH_TOKEN}: <token>')"
+            )
+            challenge = f'Bearer realm="{AUTH_REALM}"'
+        else:
+            message = f"the token is not valid for model {self.config.name!r}"
+            challenge = f'Bearer realm="{AUTH_REALM}", error="invalid_token", error_description="the token is not valid"'
+        return web.json_response({"error": message}, status=401, headers={"WWW-Authenticate": challenge})
+
+    async def _handle(self, request: web.Request, handler: Any, route: str) -> web.StreamResponse:
+        counted = route in INFERENCE_ROUTES and request.method == "POST"
         if counted:
             self._in_flight += 1
             self._idle.clear()
@@ -260,8 +335,6 @@ class InferenceServer:
                 if not self._in_flight:
                     self._idle.set()
                 self.metrics.in_flight.dec()
-        self.metrics.requests.labels(route, request.method, str(response.status)).inc()
-        self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
         return response
 
     # -- helpers ---------------------------------------------------------------
@@ -350,7 +423,7 @@ class InferenceServer:
     async def handle_modelarts(self, request: web.Request) -> web.Response:
         """`POST /` multipart `images` -> {"predicted_label": ..., "scores": [[label, score], ...]}."""
         started = time.perf_counter()
-        self._require_ready()
+        self._require_ready().check_room()
         top = self._top_k_param(request)
         data = await self._read_image_field(request)
         read_s = time.perf_counter() - started
@@ -387,11 +460,23 @@ class InferenceServer:
             if self.backend.simulated
             else ""
         )
+        if self.auth is not None:
+            # The page is open, the model's metadata is not: the count, not the names.
+            labels = f"{len(self.labels)} (names need a token)"
+            token_field = (
+                '<input type="password" id="token" name="token" placeholder="token" autocomplete="off" '
+                'aria-label="token">'
+            )
+        else:
+            labels = ", ".join(self.labels[:20]) + (" ..." if len(self.labels) > 20 else "")
+            token_field = ""
         values = {
             "{{MODEL}}": html.escape(self.config.name),
             "{{BACKEND}}": html.escape(f"{self.backend.name} / {self.backend.platform}"),
             "{{SIMULATED}}": banner,
-            "{{LABELS}}": html.escape(", ".join(self.labels[:20]) + (" ..." if len(self.labels) > 20 else "")),
+            "{{LABELS}}": html.escape(labels),
+            "{{AUTH}}": "required" if self.auth is not None else "off",
+            "{{TOKEN_FIELD}}": token_field,
         }
         for key, value in values.items():
             template = template.replace(key, value)
@@ -455,6 +540,7 @@ class InferenceServer:
         started = time.perf_counter()
         self._require_model(request)
         batcher = self._require_ready()
+        batcher.check_room()  # before the body: refusing under overload must cost the server nothing
         raw = await request.read()
         header_length = request.headers.get(HEADER_INFERENCE_LENGTH)
         if header_length is not None:
@@ -479,7 +565,7 @@ class InferenceServer:
         if not isinstance(tensor, dict):
             raise InvalidInput("inputs[0] must be an object with name, datatype, shape and data")
         arrays, decode_s, preprocess_s = await self._infer_inputs(tensor, binary)
-        results = await asyncio.gather(*(batcher.submit(a) for a in arrays))
+        results = await batcher.submit_many(arrays)
         t_post = time.perf_counter()
         logits = np.stack([r.logits for r in results]).astype(np.float32)
         response_outputs, blobs = self._infer_outputs(body, logits)

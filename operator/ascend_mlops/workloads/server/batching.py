@@ -76,18 +76,33 @@ class Batcher:
     def pending(self) -> int:
         return self._pending
 
-    async def submit(self, image: np.ndarray) -> BatchResult:
-        if self._task is None or self._task.done():
-            raise InferenceFailed("the batcher is not running")
-        if self._pending >= self.max_queue:
+    def check_room(self, images: int = 1) -> None:
+        """Raise ServerOverloaded (503 + Retry-After) when `images` more would overflow the queue.
+
+        The HTTP layer calls it before reading a request's body, so that under overload a
+        rejected request costs no upload, decode or preprocessing time of the saturated server.
+        """
+        if self._pending + images > self.max_queue:
             raise ServerOverloaded(
                 f"{self._pending} images are already waiting (--max-queue {self.max_queue}); retry shortly"
             )
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._pending += 1
+
+    async def submit(self, image: np.ndarray) -> BatchResult:
+        return (await self.submit_many([image]))[0]
+
+    async def submit_many(self, images: list[np.ndarray]) -> list[BatchResult]:
+        """Queue all of a request's images or none (a request is refused whole, not half run)."""
+        if self._task is None or self._task.done():
+            raise InferenceFailed("the batcher is not running")
+        self.check_room(len(images))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[BatchResult]] = [loop.create_future() for _ in images]
+        self._pending += len(images)
         self._gauge()
-        self._queue.put_nowait(_Item(image, future, asyncio.get_running_loop().time()))
-        return await future
+        now = loop.time()
+        for image, future in zip(images, futures, strict=True):
+            self._queue.put_nowait(_Item(image, future, now))
+        return list(await asyncio.gather(*futures))
 
     def flush(self) -> None:
         """Stop waiting for batches to fill (shutdown): run what is queued now."""

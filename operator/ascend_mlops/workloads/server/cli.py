@@ -11,6 +11,9 @@ Startup and failure behaviour (what Kubernetes sees):
    CrashLoopBackOff with the message, which the operator copies into the
    InferenceService's Ready condition (reason ModelLoadFailed). A server that
    stayed up "live but never ready" would hide the cause behind a probe timeout.
+   A `--auth-tokens` source that is missing, unreadable or holds no token is a
+   configuration error found before the port opens: exit 2, with the reason
+   (never a token) in the termination log. Authentication is never silently off.
 4. SIGTERM/SIGINT: readiness turns false, the listener closes, requests in
    flight (including queued batches) finish within `--shutdown-timeout`, then
    the backend releases every ACL resource and the process exits 0.
@@ -28,6 +31,7 @@ from pathlib import Path
 from ascend_mlops.api import contract
 from ascend_mlops.workloads import objectstore
 from ascend_mlops.workloads.server import config as cfg
+from ascend_mlops.workloads.server.auth import TokenSourceError
 from ascend_mlops.workloads.server.backends import BACKENDS, Backend, create_backend
 from ascend_mlops.workloads.server.config import ServerConfig
 from ascend_mlops.workloads.server.errors import ModelLoadError, ToolkitMissing
@@ -79,6 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shutdown-timeout", type=float, default=cfg.DEFAULT_SHUTDOWN_TIMEOUT,
         help="seconds to finish in-flight requests after SIGTERM (default: %(default)s)",
     )
+    parser.add_argument(
+        contract.FLAG_AUTH_TOKENS, type=Path, default=None, metavar="FILE|DIR",
+        help="require a bearer token on the inference and model-metadata routes: a file, or a directory of files "
+        "(a mounted Secret), whose non-empty lines are the valid tokens; re-read when they change "
+        "(default: no authentication)",
+    )
+    parser.add_argument(
+        contract.FLAG_METRICS_PORT, type=int, default=None, metavar="PORT",
+        help=f"serve {contract.METRICS_PATH} on this port only, not on {contract.FLAG_PORT}; 0 picks a free one "
+        f"(default: {contract.METRICS_PATH} on {contract.FLAG_PORT})",
+    )
     parser.add_argument("--preprocess-threads", type=int, default=2, help="threads decoding images (default: %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -114,6 +129,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         termination_log=args.termination_log or None,
         shutdown_timeout=args.shutdown_timeout,
         preprocess_threads=args.preprocess_threads,
+        auth_tokens=args.auth_tokens,
+        metrics_port=args.metrics_port,
     )
     config.validate()
     return config
@@ -145,7 +162,10 @@ async def serve(config: ServerConfig) -> int:
         backend: Backend = create_backend(config.backend, config.model, config.device_id)
     except ToolkitMissing as exc:
         return _fail(config, str(exc), contract.EXIT_TOOLKIT_MISSING)
-    server = InferenceServer(config, backend)
+    try:
+        server = InferenceServer(config, backend)
+    except TokenSourceError as exc:
+        return _fail(config, str(exc), contract.EXIT_USAGE, backend.simulated)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,7 +173,8 @@ async def serve(config: ServerConfig) -> int:
     try:
         await server.start()
     except OSError as exc:
-        return _fail(config, f"cannot listen on {config.host}:{config.port}: {exc}", 1, backend.simulated)
+        ports = f"{config.port}" if config.metrics_port is None else f"{config.port} (metrics {config.metrics_port})"
+        return _fail(config, f"cannot listen on {config.host}:{ports}: {exc}", 1, backend.simulated)
 
     load = asyncio.create_task(server.load())
     stopped = asyncio.create_task(stop.wait())

@@ -34,6 +34,10 @@ class ServerConfig:
     # s3:// / obs:// sources of `model` and `labels`, downloaded into them at load.
     model_uri: str | None = None
     labels_uri: str | None = None
+    # A token file or a mounted Secret's directory: the inference routes need one of its tokens.
+    auth_tokens: Path | None = None
+    # Serve /metrics on this port only (and not on `port`); None: /metrics on `port`.
+    metrics_port: int | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the option and the fix."""
@@ -43,6 +47,15 @@ class ServerConfig:
             (self.max_body_bytes >= 1024, f"{contract.FLAG_MAX_BODY_BYTES} must be >= 1024, got {self.max_body_bytes}"),
             (self.max_queue >= 1, f"--max-queue must be >= 1, got {self.max_queue}"),
             (0 <= self.port <= 65535, f"{contract.FLAG_PORT} must be 0..65535, got {self.port}"),
+            (
+                self.metrics_port is None or 0 <= self.metrics_port <= 65535,
+                f"{contract.FLAG_METRICS_PORT} must be 0..65535, got {self.metrics_port}",
+            ),
+            (
+                self.metrics_port is None or self.metrics_port == 0 or self.metrics_port != self.port,
+                f"{contract.FLAG_METRICS_PORT} must differ from {contract.FLAG_PORT} ({self.port}): "
+                "leave it out to serve /metrics on the main port",
+            ),
             (bool(self.name) and "/" not in self.name, f"{contract.FLAG_NAME} must be non-empty without '/', got {self.name!r}"),
             (self.preprocess_threads >= 1, f"--preprocess-threads must be >= 1, got {self.preprocess_threads}"),
         ]

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ascend_mlops.api import contract
 
 PREFIX = contract.METRIC_PREFIX
+METRIC_AUTH = f"{PREFIX}_auth_requests"  # counter {outcome}; exists only with --auth-tokens
 STAGES = ("read", "decode", "preprocess", "queue", "infer", "postprocess", "total")
 _SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -31,7 +32,11 @@ class ServerMetrics:
         self.batch_size = Histogram(
             f"{PREFIX}_batch_size", "Images per backend call (dynamic batching)", buckets=_BATCH_BUCKETS, registry=r
         )
-        self.in_flight = Gauge(f"{PREFIX}_inflight_requests", "Inference requests being handled", registry=r)
+        self.in_flight = Gauge(contract.METRIC_INFLIGHT, "Inference requests being handled", registry=r)
+        self.auth = Counter(
+            METRIC_AUTH, "Requests to token-protected routes by outcome: ok, missing (no token) or invalid (a wrong one)",
+            ["outcome"], registry=r,
+        )
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Images waiting for a batch", registry=r)
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 when the model is loaded and serving", ["model"], registry=r)
         self.model_info = Gauge(
