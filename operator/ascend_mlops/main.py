@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import kopf
 
-from ascend_mlops import metrics
+from ascend_mlops import metrics, shutdown
 from ascend_mlops.api import constants
 from ascend_mlops.builders.common import ANNOTATION_OWNER_NAME
 from ascend_mlops.kube import KubeClient, close_quietly
@@ -83,6 +83,8 @@ def login(memo: kopf.Memo, **kwargs: Any) -> Any:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    # Bound the rest of the shutdown (Kopf alone waits for tasks retrying an absent API).
+    shutdown.arm()
     runtime = getattr(memo, "ascend_mlops_runtime", None)
     if runtime is not None:
         await runtime.close()

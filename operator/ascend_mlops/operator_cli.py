@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 import kopf
 
+from ascend_mlops import shutdown
 from ascend_mlops.settings import ENV_NAMESPACES, Settings, SettingsError
 
 
@@ -57,14 +59,42 @@ def run(args: argparse.Namespace) -> int:
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     try:
-        asyncio.run(
-            kopf.operator(
-                standalone=True,
-                clusterwide=not namespaces,
-                namespaces=namespaces,
-                liveness_endpoint=liveness,
-            )
-        )
+        asyncio.run(_operate(namespaces, liveness))
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+async def _operate(namespaces: list[str], liveness: str | None) -> None:
+    """Kopf's operator, with a stop signal that also arms the shutdown watchdog (shutdown.py)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+
+    main = asyncio.current_task()
+
+    def on_signal(signum: signal.Signals) -> None:
+        shutdown.arm(loop, keep={t for t in (main, operator) if t is not None})
+        stop.set()
+
+    operator = asyncio.create_task(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+            ready_flag=ready,
+        ),
+        name="kopf operator",
+    )
+    # Kopf installs its own SIGINT/SIGTERM handlers while it starts; once it is
+    # ready, ours replace them (until then a signal takes Kopf's path, and the
+    # cleanup handler arms the watchdog).
+    ready_wait = asyncio.create_task(ready.wait(), name="kopf ready")
+    await asyncio.wait({operator, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+    ready_wait.cancel()
+    if not operator.done():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+    await operator

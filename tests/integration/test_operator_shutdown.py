@@ -1,0 +1,187 @@
+"""`ascend-mlops operator` exits within 5 s of SIGTERM whatever state its API server is in.
+
+The operator (a subprocess, as in a pod) talks to the API through a TCP proxy
+that the test can turn into each bad state: gone (connections reset, new ones
+refused), hung (connections accepted, nothing forwarded: watch streams and
+requests wait forever), holding the operator's first write (a reconcile in
+progress whose POST never gets an answer), and gone before the operator ever
+reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ascend_mlops.sandbox.apiserver import APIServer, kubeconfig_text
+from tests.integration.conftest import Cluster, eventually
+from tests.integration.test_entrypoints import environment, spawn
+from tests.integration.test_training import job
+
+BUDGET = 5.0  # seconds from SIGTERM to exit (issue 15)
+
+
+class Proxy:
+    """A loopback TCP proxy to the API server with switches for the failures under test."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.hung = False  # forward nothing more, in either direction
+        self.hold_writes = False  # stop a connection at its first POST/PUT/PATCH request
+        self.held = asyncio.Event()
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def go_away(self) -> None:
+        """The API server disappears: the port refuses connections, open ones are reset."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.add(up_writer)
+        await asyncio.gather(
+            self._pump(reader, up_writer, requests=True), self._pump(up_reader, writer, requests=False),
+            return_exceptions=True,
+        )
+        for w in (writer, up_writer):
+            self._writers.discard(w)
+            w.transport.abort()
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, requests: bool) -> None:
+        while True:
+            chunk = await source.read(65536)
+            if not chunk:
+                return
+            if requests and self.hold_writes and chunk.split(b" ", 1)[0] in (b"POST", b"PUT", b"PATCH"):
+                self.held.set()
+                await asyncio.Event().wait()  # the request never reaches the API server
+            while self.hung:
+                await asyncio.sleep(0.05)
+            sink.write(chunk)
+            await sink.drain()
+
+
+@contextlib.asynccontextmanager
+async def proxied(api: APIServer) -> Proxy:  # type: ignore[misc]
+    proxy = Proxy((api.host, api.port))
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.go_away()
+
+
+async def start_operator(proxy_url: str, api: APIServer, tmp_path: Path) -> tuple[asyncio.subprocess.Process, Path]:
+    env = environment(api, tmp_path, ASCEND_MLOPS_METRICS_PORT="0", ASCEND_MLOPS_HEALTH_PORT="0")
+    kubeconfig = tmp_path / "proxied-kubeconfig"
+    kubeconfig.write_text(kubeconfig_text(proxy_url))
+    env["KUBECONFIG"] = str(kubeconfig)
+    log = tmp_path / "operator.log"
+    process = await spawn([sys.executable, "-m", "ascend_mlops", "operator", "--namespace", "default"], env, log)
+    return process, log
+
+
+async def watching(log: Path) -> bool:
+    """The operator is up: its startup ran and it has opened its watch streams."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return "Activity 'startup' succeeded" in text and "Initial authentication has finished" in text
+
+
+async def retrying(log: Path) -> bool:
+    return log.exists() and "Request attempt" in log.read_text(errors="replace")
+
+
+async def sigterm_seconds(process: asyncio.subprocess.Process, log: Path) -> float:
+    """Send SIGTERM; the seconds until the process exited (fails the test past 20 s or on a bad exit code)."""
+    assert process.returncode is None, log.read_text(errors="replace")[-3000:]
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.wait_for(process.wait(), 20)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError("the operator ignored SIGTERM for 20 s:\n" + log.read_text(errors="replace")[-3000:]) from None
+    elapsed = time.monotonic() - started
+    assert code == 0, f"exit code {code}:\n" + log.read_text(errors="replace")[-3000:]
+    return elapsed
+
+
+async def test_exits_promptly_when_the_api_server_is_gone(api: APIServer, tmp_path: Path) -> None:
+    async with proxied(api) as proxy:
+        process, log = await start_operator(proxy.url, api, tmp_path)
+        await eventually(lambda: watching(log), timeout=60, what="operator watching")
+        await proxy.go_away()
+        await asyncio.sleep(3)  # retries with back-off are under way
+        elapsed = await sigterm_seconds(process, log)
+    assert elapsed <= BUDGET, f"{elapsed:.1f}s"
+
+
+async def test_exits_promptly_when_the_api_server_was_never_there(api: APIServer, tmp_path: Path) -> None:
+    async with proxied(api) as proxy:
+        url = proxy.url
+        await proxy.go_away()
+        process, log = await start_operator(url, api, tmp_path)
+        await eventually(lambda: retrying(log), timeout=60, what="the operator retrying an unreachable API")
+        elapsed = await sigterm_seconds(process, log)
+    assert elapsed <= BUDGET, f"{elapsed:.1f}s"
+
+
+async def test_exits_promptly_with_hung_watch_streams(api: APIServer, tmp_path: Path) -> None:
+    async with proxied(api) as proxy:
+        process, log = await start_operator(proxy.url, api, tmp_path)
+        await eventually(lambda: watching(log), timeout=60, what="operator watching")
+        proxy.hung = True  # open connections stay open, nothing more arrives
+        await asyncio.sleep(2)
+        elapsed = await sigterm_seconds(process, log)
+    assert elapsed <= BUDGET, f"{elapsed:.1f}s"
+
+
+async def test_exits_promptly_in_the_middle_of_a_reconcile(api: APIServer, cluster: Cluster, tmp_path: Path) -> None:
+    async with proxied(api) as proxy:
+        process, log = await start_operator(proxy.url, api, tmp_path)
+        await eventually(lambda: watching(log), timeout=60, what="operator watching")
+        proxy.hold_writes = True
+        await cluster.create(job())  # the operator reconciles it and POSTs its first pod: held forever
+        await asyncio.wait_for(proxy.held.wait(), 60)
+        elapsed = await sigterm_seconds(process, log)
+    assert elapsed <= BUDGET, f"{elapsed:.1f}s"
+    # The held write never reached the API: the next operator finds nothing half-made.
+    assert await cluster.pod("flowers-worker-0") is None
+
+
+async def test_sigint_takes_the_same_path(api: APIServer, tmp_path: Path) -> None:
+    async with proxied(api) as proxy:
+        process, log = await start_operator(proxy.url, api, tmp_path)
+        await eventually(lambda: watching(log), timeout=60, what="operator watching")
+        await proxy.go_away()
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(process.wait(), 20)
+    assert time.monotonic() - started <= BUDGET
+    assert code == 0, log.read_text(errors="replace")[-3000:]
