@@ -41,8 +41,15 @@ def arm(
     budget: float = SHUTDOWN_BUDGET,
     keep: Iterable[asyncio.Task[Any]] = (),
 ) -> None:
-    """Start the watchdog once; later calls (signal, then cleanup) keep the first deadline."""
+    """Start the watchdog once; later calls (signal, then cleanup) keep the first deadline.
+
+    Only where the operator owns the process: Kopf run from the main thread. An
+    operator embedded in a thread of another program (tests, KopfRunner) stops
+    with its thread, and ending the whole process is not its call.
+    """
     global _armed_at
+    if threading.current_thread() is not threading.main_thread():
+        return
     with _lock:
         if _armed_at is not None:
             return
