@@ -11,7 +11,6 @@ reached it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 import time
@@ -19,81 +18,11 @@ from pathlib import Path
 
 from ascend_mlops.sandbox.apiserver import APIServer, kubeconfig_text
 from tests.integration.conftest import Cluster, eventually
+from tests.integration.proxy import proxied
 from tests.integration.test_entrypoints import environment, spawn
 from tests.integration.test_training import job
 
 BUDGET = 5.0  # seconds from SIGTERM to exit (issue 15)
-
-
-class Proxy:
-    """A loopback TCP proxy to the API server with switches for the failures under test."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self.hung = False  # forward nothing more, in either direction
-        self.hold_writes = False  # stop a connection at its first POST/PUT/PATCH request
-        self.held = asyncio.Event()
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def go_away(self) -> None:
-        """The API server disappears: the port refuses connections, open ones are reset."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.add(writer)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.add(up_writer)
-        await asyncio.gather(
-            self._pump(reader, up_writer, requests=True), self._pump(up_reader, writer, requests=False),
-            return_exceptions=True,
-        )
-        for w in (writer, up_writer):
-            self._writers.discard(w)
-            w.transport.abort()
-
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, requests: bool) -> None:
-        while True:
-            chunk = await source.read(65536)
-            if not chunk:
-                return
-            if requests and self.hold_writes and chunk.split(b" ", 1)[0] in (b"POST", b"PUT", b"PATCH"):
-                self.held.set()
-                await asyncio.Event().wait()  # the request never reaches the API server
-            while self.hung:
-                await asyncio.sleep(0.05)
-            sink.write(chunk)
-            await sink.drain()
-
-
-@contextlib.asynccontextmanager
-async def proxied(api: APIServer) -> Proxy:  # type: ignore[misc]
-    proxy = Proxy((api.host, api.port))
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.go_away()
 
 
 async def start_operator(proxy_url: str, api: APIServer, tmp_path: Path) -> tuple[asyncio.subprocess.Process, Path]:
