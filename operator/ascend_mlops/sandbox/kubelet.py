@@ -219,7 +219,9 @@ class PodWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        shutil.rmtree(self.dir / "volumes", ignore_errors=True)
+        async with self._volume_lock:  # not while a Secret's update is being written
+            self._volume_dirs = {}
+            shutil.rmtree(self.dir / "volumes", ignore_errors=True)
 
     async def _kill(self, name: str, grace: float) -> None:
         process = self.processes.get(name)
@@ -343,9 +345,11 @@ class PodWorker:
 
     async def object_changed(self, kind: str, namespace: str, name: str, obj: Mapping[str, Any] | None) -> None:
         """A Secret or ConfigMap was written (or deleted: `obj` None): rewrite the volumes that show it."""
-        if namespace != self.namespace or self._stopping:
+        if namespace != self.namespace:
             return
         async with self._volume_lock:
+            if self._stopping:
+                return  # its volumes are being removed
             for source in self.object_volumes:
                 local = self._volume_dirs.get(source.volume)
                 if local is None or source.kind != kind or source.name != name:
