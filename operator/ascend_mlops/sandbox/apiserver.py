@@ -21,8 +21,10 @@ so this subclass adds it:
 * CRDs served from `customresourcedefinitions` objects (loaded from `crds/`
   at startup or created through the API), with schema defaulting, pruning
   and validation (`schema.py`) and their printer columns;
-* `Table` responses for `kubectl get`, pod logs through a pluggable reader,
-  and the built-in defaults of pods, services and deployments that clients see.
+* `Table` responses for `kubectl get`, `PartialObjectMetadata` (metadata only,
+  as for a client that must not read a Secret's data), pod logs through a
+  pluggable reader, and the built-in defaults of pods, services and
+  deployments that clients see.
 
 Start it with `APIServer` (an asyncio context manager) or `ThreadedAPIServer`
 (a background thread, for synchronous tests), then `write_kubeconfig()`.
@@ -153,6 +155,10 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
     ResourceSpec("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
     ResourceSpec("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), ("status",)),
     ResourceSpec("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), ("all",)),
+    # What InferenceService spec.exposure and spec.autoscaling create. Nothing acts on them
+    # here: no ingress controller, no HPA controller (a test writes an HPA's status itself).
+    ResourceSpec("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",)),
+    ResourceSpec("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ("hpa",), ("status",), ("all",)),
     ResourceSpec(
         "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
         ("crd", "crds"), ("status",),
@@ -816,7 +822,10 @@ class SandboxKubernetes(kmock.KubernetesEmulator):
         raise APIError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource: {method}")
 
     def _respond(self, raw: aiohttp.web.BaseRequest, spec: ResourceSpec, payload: dict[str, Any], *, listing: bool) -> aiohttp.web.StreamResponse:
-        if "as=Table" in raw.headers.get("Accept", ""):
+        accept = raw.headers.get("Accept", "")
+        if "as=PartialObjectMetadata" in accept.split(",")[0]:
+            return aiohttp.web.json_response(_partial_metadata(payload, listing))
+        if "as=Table" in accept:
             items = payload["items"] if listing else [payload]
             table = tables.to_table(spec, items, include=raw.query.get("includeObject", "Metadata"))
             table["metadata"] = {"resourceVersion": str(self._rv)}
@@ -1010,6 +1019,20 @@ class SandboxKubernetes(kmock.KubernetesEmulator):
         for task in list(self._watchers):
             task.cancel()
         self._watchers.clear()
+
+
+def _partial_metadata(payload: Mapping[str, Any], listing: bool) -> dict[str, Any]:
+    """meta.k8s.io/v1 PartialObjectMetadata(List): the objects' metadata, nothing of their contents."""
+
+    def one(obj: Mapping[str, Any]) -> dict[str, Any]:
+        return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": copy.deepcopy(obj.get("metadata") or {})}
+
+    if listing:
+        return {
+            "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": dict(payload.get("metadata") or {}), "items": [one(item) for item in payload.get("items") or []],
+        }
+    return one(payload)
 
 
 def _with_owners(owners: list[dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
