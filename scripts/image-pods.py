@@ -143,7 +143,8 @@ def podman_args(pod: dict[str, Any], termination_log: str | None, publish: str |
         flags.append(f"--env={entry['name']}={value}")
 
     if publish:
-        (port,) = container["ports"]
+        # The server's clients' port (a server pod also has its "metrics" port).
+        port = next(p for p in container["ports"] if p["name"] == "http") if len(container["ports"]) > 1 else container["ports"][0]
         flags.append(f"--publish={publish}:{port['containerPort']}")
     else:
         flags.append("--network=none")

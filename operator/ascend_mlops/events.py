@@ -38,6 +38,8 @@ WARNING_REASONS: Final = frozenset(
         Reason.MINIMUM_REPLICAS_UNAVAILABLE,
         Reason.ANALYSIS_FAILED,
         Reason.PROGRESS_DEADLINE_EXCEEDED,
+        Reason.AUTOSCALER_NOT_READY,
+        Reason.MAX_REPLICAS_ABOVE_CAPACITY,
     }
 )
 

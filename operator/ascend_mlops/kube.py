@@ -4,7 +4,8 @@ Kopf watches and dispatches; the reconcilers read and write objects through this
 client, authenticated with the same credentials Kopf's login produced (kubeconfig
 or in-cluster service account), so there is one source of truth for "which
 cluster". It speaks plain JSON over aiohttp and knows only what the operator
-needs: get, list (by labels), create, merge-patch, delete, and a pod's log tail.
+needs: get (whole, or metadata only), list (by labels), create, merge-patch,
+replace, delete, a pod's log tail, and API discovery (is a kind served?).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import aiohttp
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH: Final = "application/merge-patch+json"
+# Metadata only (names, labels, owner references): what the API server sends for
+# this Accept header, for objects whose contents the operator must not hold (Secrets).
+PARTIAL_METADATA: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 DEFAULT_TIMEOUT: Final = 30.0
 
 
@@ -127,12 +131,15 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         decode: bool = True,
+        accept: str | None = None,
     ) -> Any:
         if not self.server:
             raise ApiError(0, "NotConfigured", "the API client has no server yet (login has not happened)", method, path)
         session = self._get_session()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
+        if accept:
+            headers["Accept"] = accept
         async with session.request(
             method,
             self.server + path,
@@ -165,6 +172,35 @@ class KubeClient:
                 return None
             raise
         return result if isinstance(result, dict) else None
+
+    async def get_metadata(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """An object's metadata only (PartialObjectMetadata), or None if it does not exist (RBAC: get).
+
+        For Secrets: their values are never sent. Should a server ignore the
+        Accept header, everything but the metadata is dropped at once.
+        """
+        try:
+            result = await self.request("GET", resource_path(api_version, plural, namespace, name), accept=PARTIAL_METADATA)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(result, dict):
+            return None
+        return {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": result.get("metadata") or {}}
+
+    async def api_resources(self, api_version: str) -> set[str]:
+        """The resources (plurals) an API group version serves; empty when it is not served.
+
+        Discovery needs no RBAC rule: every authenticated user may read it.
+        """
+        try:
+            result = await self.request("GET", "/api/v1" if api_version == "v1" else f"/apis/{api_version}")
+        except ApiError as exc:
+            if exc.status in (404, 503):  # not installed, or an aggregated API that is down
+                return set()
+            raise
+        return {str(r.get("name")) for r in (result or {}).get("resources") or [] if isinstance(r, dict)}
 
     async def list(
         self, api_version: str, plural: str, namespace: str | None, labels: Mapping[str, str] | None = None

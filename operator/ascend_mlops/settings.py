@@ -36,12 +36,16 @@ ENV_STORAGE_SECRET: Final = "ASCEND_MLOPS_STORAGE_SECRET"
 ENV_SCRATCH_SIZE: Final = "ASCEND_MLOPS_SCRATCH_SIZE"
 ENV_GATEWAY: Final = "ASCEND_MLOPS_GATEWAY"
 ENV_DOMAIN: Final = "ASCEND_MLOPS_DOMAIN"
+ENV_INGRESS_CLASS: Final = "ASCEND_MLOPS_INGRESS_CLASS"
+ENV_URL_SCHEME: Final = "ASCEND_MLOPS_URL_SCHEME"
+ENV_PROMETHEUS_ADDRESS: Final = "ASCEND_MLOPS_PROMETHEUS_ADDRESS"
 
 DRIVER_MOUNTS_RUNTIME: Final = "runtime"
 DRIVER_MOUNTS_HOSTPATH: Final = "hostpath"
 DRIVER_MOUNT_MODES: Final = (DRIVER_MOUNTS_RUNTIME, DRIVER_MOUNTS_HOSTPATH)
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 LOG_FORMATS: Final = ("plain", "json")
+URL_SCHEMES: Final = ("http", "https")
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"", "0", "false", "no", "off"})
@@ -85,7 +89,17 @@ class Settings:
     # HTTPRoute attached to it, with exact canary weights. "" = no Gateway: the
     # client Service selects the revisions and the split follows ready replicas.
     gateway: tuple[str, str] | None = None
-    domain: str = ""  # HTTPRoute host names <name>.<namespace>.<domain>; "" = none (match every host)
+    # Default host names of exposed InferenceServices (spec.exposure) and of the HTTPRoutes
+    # on the Gateway: <name>.<namespace>.<domain>; "" = none (routes match every host).
+    domain: str = ""
+    # IngressClass of spec.exposure Ingresses that name none; "" = the cluster's default class.
+    ingress_class: str = ""
+    # Scheme of status.url where the operator cannot see TLS: HTTPRoute exposure (the Gateway's
+    # listener terminates it) and Ingresses without spec.exposure.tlsSecretName.
+    url_scheme: str = "http"
+    # Prometheus that scrapes the model servers, for KEDA ScaledObjects' prometheus trigger
+    # (spec.autoscaling, metric concurrency); "" = no ScaledObjects, a HorizontalPodAutoscaler instead.
+    prometheus_address: str = ""
 
     @property
     def all_namespaces(self) -> bool:
@@ -132,6 +146,9 @@ class Settings:
             scratch_size=_size(ENV_SCRATCH_SIZE, text(ENV_SCRATCH_SIZE, defaults.scratch_size)),
             gateway=_gateway(text(ENV_GATEWAY, "")),
             domain=_domain(text(ENV_DOMAIN, "")),
+            ingress_class=_ingress_class(text(ENV_INGRESS_CLASS, "")),
+            url_scheme=_choice(ENV_URL_SCHEME, text(ENV_URL_SCHEME, defaults.url_scheme).lower(), URL_SCHEMES),
+            prometheus_address=_prometheus(text(ENV_PROMETHEUS_ADDRESS, "")),
         )
 
 
@@ -209,6 +226,27 @@ def _domain(value: str) -> str:
     if value and not _DNS_SUBDOMAIN.match(value):
         raise SettingsError(f"{ENV_DOMAIN}={value!r} is not a DNS domain such as 'models.example.com'")
     return value
+
+
+def _ingress_class(value: str) -> str:
+    if value and not _DNS_SUBDOMAIN.match(value):
+        raise SettingsError(
+            f"{ENV_INGRESS_CLASS}={value!r} is not an IngressClass name such as 'nginx'; "
+            "leave it empty for the cluster's default class"
+        )
+    return value
+
+
+_HTTP_URL: Final = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/\S*)?$")
+
+
+def _prometheus(value: str) -> str:
+    if value and not _HTTP_URL.match(value):
+        raise SettingsError(
+            f"{ENV_PROMETHEUS_ADDRESS}={value!r} is not an http(s) URL such as "
+            "'http://prometheus-operated.monitoring.svc:9090'; leave it empty to use HorizontalPodAutoscalers only"
+        )
+    return value.rstrip("/")
 
 
 def _label_key(name: str, value: str) -> str:

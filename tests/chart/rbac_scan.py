@@ -44,6 +44,7 @@ SKIP = ("kube.py", "__main__.py", "workloads", "sandbox", "ascend")
 # KubeClient method -> RBAC verb.
 CLIENT_VERBS = {
     "get": "get",
+    "get_metadata": "get",  # PartialObjectMetadata: the same RBAC verb as a whole GET
     "list": "list",
     "create": "create",
     "patch": "patch",
@@ -54,8 +55,12 @@ CLIENT_VERBS = {
 CLIENT_FIXED: dict[str, set[tuple[str, str, str]]] = {
     "read_pod_log": {("", "pods/log", "get")},
 }
-# KubeClient methods that make no API call of their own.
-CLIENT_LOCAL = {"configure", "close"}
+# KubeClient methods that make no API call of their own, or only calls every
+# authenticated user may make: API discovery (the system:discovery ClusterRole).
+CLIENT_LOCAL = {"configure", "close", "api_resources"}
+# Cluster-scoped resources the client reads: their rules go in the ClusterRole,
+# also when the operator watches only some namespaces.
+CLUSTER_SCOPED = {("", "nodes")}
 WATCH_ONLY = {"event", "index"}
 CHANGE_HANDLERS = {"resume", "create", "update", "delete", "field", "timer", "daemon"}
 EVENT_POSTERS = {"event", "info", "warn", "exception"}
@@ -298,7 +303,12 @@ def scan(package_dir: Path = PACKAGE_DIR, package: str = "ascend_mlops") -> Need
                 if subresource is not None:
                     sub = evaluate(subresource, namespace, where)
                     resources = {f"{r}/{sub}" for r in resources} if sub else resources
-                needs.add({(group_of(api_version), r, CLIENT_VERBS[method]) for r in resources}, f"{where} {receiver}.{method}")
+                perms = {(group_of(api_version), r, CLIENT_VERBS[method]) for r in resources}
+                cluster = {p for p in perms if (p[0], p[1]) in CLUSTER_SCOPED}
+                if cluster:
+                    needs.add(cluster, f"{where} {receiver}.{method}", "cluster")
+                if perms - cluster:
+                    needs.add(perms - cluster, f"{where} {receiver}.{method}")
             elif method in helpers:
                 for verb, version_index, plural_index, sub in helpers[method]:
                     version_node = _argument(node, version_index)

@@ -112,8 +112,18 @@ def test_non_default_values_reach_the_operator_settings() -> None:
     assert settings.simulator is True
     assert settings.log_format == "json"
     assert (settings.storage_secret, settings.scratch_size) == ("obs-creds", "50Gi")
+    assert settings.gateway == ("gateway-system", "public") and settings.domain == "models.example.com"
+    assert (settings.ingress_class, settings.url_scheme) == ("nginx", "https")
+    assert settings.prometheus_address == "http://prometheus-operated.monitoring.svc:9090"
     container = operator_container(docs)
     assert container["image"] == "registry.example.com/mirror/ascend-mlops/operator:0.1.0-rc1"
+
+
+def test_gateway_domain_is_still_read_when_domain_is_unset() -> None:
+    """gateway.domain (the canary release's value) keeps working; the top-level domain wins over it."""
+    assert Settings.from_env(operator_env(render(sets=("gateway.domain=old.example.com",)))).domain == "old.example.com"
+    both = ("gateway.domain=old.example.com", "domain=new.example.com")
+    assert Settings.from_env(operator_env(render(sets=both))).domain == "new.example.com"
 
 
 def test_no_registry_host_is_baked_into_the_default_images() -> None:
@@ -141,7 +151,7 @@ def test_watch_namespaces_get_roles_and_the_cluster_role_only_cluster_scoped_rea
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": service_account, "namespace": NAMESPACE}]
     cluster_resources = {r for rule in one(docs, "ClusterRole")["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"namespaces", "customresourcedefinitions"}
+    assert cluster_resources == {"namespaces", "customresourcedefinitions", "nodes"}
     for role in roles:
         assert {"pods", "deployments", "services"} <= {r for rule in role["rules"] for r in rule["resources"]}
 
@@ -178,13 +188,21 @@ def test_network_policy_selects_the_operators_inference_pods() -> None:
     policies = of_kind(docs, "NetworkPolicy")
     assert sorted(p["metadata"]["namespace"] for p in policies) == ["ml-serving", "ml-team"]
     template = _inference_pod_template()
-    server_port = template["spec"]["containers"][0]["ports"][0]["containerPort"]
+    ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+    server_port = ports["http"]
+    operator_pods = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     for policy in policies:
         spec = policy["spec"]
         # The selector matches what the operator's builder puts on model-server pods...
         assert spec["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
         assert spec["policyTypes"] == ["Ingress"]
-        (rule,) = spec["ingress"]
+        rule, metrics = spec["ingress"]
+        # /metrics is its own port: the operator (canary analysis) and Prometheus' namespace only.
+        assert metrics["ports"] == [{"protocol": "TCP", "port": ports["metrics"]}]
+        assert metrics["from"] == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}, "podSelector": {"matchLabels": operator_pods}},
+            {"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}},
+        ]
         # ...and admits traffic to the port the server listens on, from the allowed peers only.
         assert rule["ports"] == [{"protocol": "TCP", "port": server_port}]
         assert {"podSelector": {}} in rule["from"]
@@ -202,12 +220,17 @@ def test_network_policy_selects_the_operators_inference_pods() -> None:
     assert "NetworkPolicy" not in {d["kind"] for d in render()}
 
 
-def test_network_policy_without_sources_denies_all_ingress() -> None:
+def test_network_policy_without_sources_admits_only_the_operator_to_metrics() -> None:
     docs = render("external-crds-values.yaml")
     policy = one(docs, "NetworkPolicy")
     assert policy["metadata"]["namespace"] == "ml-serving"
-    # `ingress: [{}]` or an empty `from` would admit everyone.
-    assert policy["spec"]["ingress"] == []
+    # No rule for the server port: `ingress: [{}]` or an empty `from` would admit everyone.
+    (metrics,) = policy["spec"]["ingress"]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": contract.DEFAULT_METRICS_PORT}]
+    operator_pods = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}, "podSelector": {"matchLabels": operator_pods}},
+    ]
 
 
 def test_crds_and_service_account_can_be_managed_elsewhere() -> None:

@@ -95,7 +95,8 @@ async def roll_out(cluster: Cluster, name: str, ready: int | None = None, *, pod
         names.append(pod_name)
         annotations = dict(template["metadata"]["annotations"])
         if metrics_port is not None:
-            annotations[constants.ANNOTATION_SANDBOX_PORTS] = json.dumps({str(contract.DEFAULT_SERVER_PORT): metrics_port})
+            # The fake server answers /metrics where the pod's "metrics" port is (what the analysis reads).
+            annotations[constants.ANNOTATION_SANDBOX_PORTS] = json.dumps({str(contract.DEFAULT_METRICS_PORT): metrics_port})
         if await cluster.pod(pod_name) is None:
             await cluster.client.create("v1", "pods", "default", {
                 "apiVersion": "v1", "kind": "Pod",

@@ -106,7 +106,8 @@ async def test_deployment_service_and_readiness(cluster: Cluster, operator: Oper
     assert "0 ready" in progressing["message"]
     obj = await cluster.get_cr(KIND, "flowers")
     assert obj is not None
-    assert obj["status"]["url"] == "http://flowers-predictor.default.svc.cluster.local"
+    assert obj["status"]["address"] == {"url": "http://flowers-predictor.default.svc.cluster.local"}
+    assert "url" not in obj["status"]  # not exposed: no external URL
     assert obj["status"]["model"]["uri"] == "pvc://data/runs/flowers/V001/om/model"
     assert obj["status"]["model"]["simulated"] is True
 

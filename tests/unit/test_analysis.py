@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from prometheus_client import generate_latest
 
@@ -53,3 +54,12 @@ def test_pod_address_uses_the_http_port_or_the_sandbox_mapping() -> None:
     pod["metadata"] = {"annotations": {constants.ANNOTATION_SANDBOX_PORTS: json.dumps({"8080": 41234})}}
     assert analysis.pod_address(pod) == "http://10.1.2.3:41234"
     assert analysis.pod_address({"status": {}, "spec": {}}) is None
+
+
+def test_pod_address_prefers_the_metrics_port() -> None:
+    """Operator-made server pods serve /metrics on a port of their own (`--metrics-port`)."""
+    ports = [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}]
+    pod: dict[str, Any] = {"status": {"podIP": "10.1.2.3"}, "spec": {"containers": [{"ports": ports}]}}
+    assert analysis.pod_address(pod) == "http://10.1.2.3:9090"
+    pod["metadata"] = {"annotations": {constants.ANNOTATION_SANDBOX_PORTS: json.dumps({"8080": 41234, "9090": 41235})}}
+    assert analysis.pod_address(pod) == "http://10.1.2.3:41235"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ascend_mlops.api import constants, contract
@@ -10,7 +11,7 @@ from ascend_mlops.api.specs import (
     parse_storage_uri,
     parse_training_job,
 )
-from ascend_mlops.builders import common, conversion, inference, training
+from ascend_mlops.builders import common, conversion, inference, serving, training
 from ascend_mlops.settings import Settings
 from ascend_mlops.storage import MOUNT_LABELS
 
@@ -197,7 +198,10 @@ def test_inference_deployment_requests_the_ascend_device() -> None:
     assert pod["tolerations"] == [{"key": "huawei.com/Ascend310", "operator": "Exists", "effect": "NoSchedule"}]
     assert container["readinessProbe"]["httpGet"] == {"path": contract.HEALTH_READY_PATH, "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": contract.HEALTH_LIVE_PATH, "port": "http"}
-    assert container["ports"] == [{"name": "http", "containerPort": contract.DEFAULT_SERVER_PORT, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": contract.DEFAULT_SERVER_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": contract.DEFAULT_METRICS_PORT, "protocol": "TCP"},
+    ]
     assert container["args"] == contract.serve_args(
         model=f"{contract.MOUNT_MODEL}/runs/flowers/V001/om/model",
         backend="acl",
@@ -205,8 +209,11 @@ def test_inference_deployment_requests_the_ascend_device() -> None:
         labels="/mnt/labels/runs/flowers/V001/labels.txt",
         max_batch_size=4,
         max_batch_delay_ms=2.0,
+        metrics_port=contract.DEFAULT_METRICS_PORT,
     )
+    assert contract.FLAG_AUTH_TOKENS not in container["args"]
     assert template["metadata"]["annotations"][constants.ANNOTATION_MODEL_DIGEST] == str(MODEL.uri)
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(contract.DEFAULT_METRICS_PORT)
     assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert not any(v["name"].startswith("ascend-driver") for v in pod["volumes"])
@@ -391,3 +398,111 @@ def test_inference_from_object_storage_with_pvc_labels() -> None:
         rolled["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH]
         != deployment["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH]
     )
+
+
+# --- serving real clients: auth, autoscaling, exposure (issue 12) --------------------------------
+def test_auth_mounts_the_secret_read_only_and_passes_the_directory() -> None:
+    spec = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "auth": {"secretName": "flowers-tokens"}})
+    pod = inference.build_deployment(spec, IS, SETTINGS, MODEL)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    [volume] = [v for v in pod["volumes"] if v["name"] == inference.AUTH_VOLUME]
+    assert volume == {"name": inference.AUTH_VOLUME, "secret": {"secretName": "flowers-tokens", "defaultMode": 0o440}}
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == inference.AUTH_VOLUME]
+    assert mount == {"name": inference.AUTH_VOLUME, "mountPath": contract.MOUNT_AUTH_TOKENS, "readOnly": True}
+    args = container["args"]
+    assert args[args.index(contract.FLAG_AUTH_TOKENS) + 1] == contract.MOUNT_AUTH_TOKENS
+    assert args[args.index(contract.FLAG_METRICS_PORT) + 1] == str(contract.DEFAULT_METRICS_PORT)
+    # Nothing of the Secret's contents is in the manifest: no env from it, no token.
+    assert not any("valueFrom" in e for e in container["env"])
+
+
+def test_an_autoscaled_replica_count_is_no_drift() -> None:
+    fixed = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "replicas": 2})
+    one, three = (inference.build_deployment(fixed, IS, SETTINGS, MODEL, replicas=n) for n in (1, 3))
+    assert one["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH] != three["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH]
+    scaled = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}})
+    base = inference.build_deployment(scaled, IS, SETTINGS, MODEL)
+    assert base["spec"]["replicas"] == 2  # a new Deployment starts at minReplicas
+    four = inference.build_deployment(scaled, IS, SETTINGS, MODEL, replicas=4)
+    assert four["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH] == base["metadata"]["annotations"][common.ANNOTATION_SPEC_HASH]
+    # The canary's count is its own (spec.canary.replicas): hashed as before.
+    canary = [inference.build_deployment(scaled, IS, SETTINGS, MODEL, revision=constants.REVISION_CANARY, replicas=n) for n in (1, 2)]
+    assert canary[0]["metadata"]["annotations"] != canary[1]["metadata"]["annotations"]
+
+
+def autoscaling(**raw: Any) -> Any:
+    spec = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "autoscaling": raw})
+    assert spec.autoscaling is not None
+    return spec.autoscaling
+
+
+def test_hpa_on_concurrency_and_on_cpu() -> None:
+    hpa = serving.build_hpa(IS, autoscaling(minReplicas=1, maxReplicas=4, target=2.5))
+    assert hpa["apiVersion"] == "autoscaling/v2" and hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["metadata"]["name"] == "flowers-predictor" and hpa["metadata"]["ownerReferences"][0]["name"] == "flowers"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "flowers-predictor"}
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 4)
+    assert spec["metrics"] == [{
+        "type": "Pods",
+        "pods": {"metric": {"name": contract.METRIC_INFLIGHT}, "target": {"type": "AverageValue", "averageValue": "2500m"}},
+    }]
+    cpu = serving.build_hpa(IS, autoscaling(maxReplicas=3, metric="cpu"))["spec"]
+    assert cpu["metrics"] == [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+    assert serving.quantity(4.0) == "4" and serving.quantity(0.25) == "250m"
+
+
+def test_scaled_object_queries_the_stable_pods_only() -> None:
+    obj = serving.build_scaled_object(IS, autoscaling(minReplicas=2, maxReplicas=6), "http://prometheus.monitoring:9090")
+    assert obj["apiVersion"] == "keda.sh/v1alpha1" and obj["kind"] == "ScaledObject"
+    spec = obj["spec"]
+    assert spec["scaleTargetRef"]["name"] == "flowers-predictor"
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 6)
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    meta = trigger["metadata"]
+    assert meta["serverAddress"] == "http://prometheus.monitoring:9090" and meta["threshold"] == "4"
+    assert meta["query"] == (
+        f'sum({contract.METRIC_INFLIGHT}{{namespace="ml",pod=~"flowers-predictor-[a-z0-9]+-[a-z0-9]+"}})'
+    )
+    pattern = re.compile("^flowers-predictor-[a-z0-9]+-[a-z0-9]+$")  # PromQL regexes are anchored
+    assert pattern.match("flowers-predictor-6d4f8b9c7-x2x9z")
+    assert not pattern.match("flowers-predictor-canary-6d4f8b9c7-x2x9z")
+
+
+def test_ingress_host_class_and_tls() -> None:
+    spec = isvc_spec({
+        "model": {"conversionRef": {"name": "flowers-om"}},
+        "exposure": {"type": "Ingress", "host": "flowers.example.com", "tlsSecretName": "flowers-tls"},
+    })
+    assert spec.exposure is not None
+    ingress = serving.build_ingress(IS, spec.exposure, "flowers.example.com", "nginx")
+    assert ingress["apiVersion"] == "networking.k8s.io/v1" and ingress["metadata"]["name"] == "flowers"
+    body = ingress["spec"]
+    assert body["ingressClassName"] == "nginx"
+    assert body["tls"] == [{"hosts": ["flowers.example.com"], "secretName": "flowers-tls"}]
+    [rule] = body["rules"]
+    assert rule["host"] == "flowers.example.com"
+    [path] = rule["http"]["paths"]
+    assert path == {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "flowers-predictor", "port": {"number": 80}}}}
+    assert serving.external_url(spec.exposure, "flowers.example.com", "http") == "https://flowers.example.com"
+    plain = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "exposure": {"type": "Ingress", "ingressClassName": "traefik"}})
+    assert plain.exposure is not None
+    unnamed = serving.build_ingress(IS, plain.exposure, "flowers.ml.models.example.com", "nginx")["spec"]
+    assert unnamed["ingressClassName"] == "traefik" and "tls" not in unnamed  # the spec's class wins over the setting's
+    bare = isvc_spec({"model": {"conversionRef": {"name": "flowers-om"}}, "exposure": {"type": "Ingress"}}).exposure
+    assert "ingressClassName" not in serving.build_ingress(IS, bare, "h.example.com", "")["spec"]  # the cluster's default class
+    assert serving.external_url(plain.exposure, "h.example.com", "http") == "http://h.example.com"
+
+
+def test_default_hosts() -> None:
+    assert serving.default_host(IS, "models.example.com") == "flowers.ml.models.example.com"
+    assert serving.default_host(IS, "") is None
+    long = common.Owner(kind=constants.INFERENCE_SERVICE, name="x" * 70, namespace="ml")
+    assert serving.default_host(long, "models.example.com") is None  # a DNS label longer than 63
+
+
+def test_httproute_takes_the_exposure_host() -> None:
+    route = inference.build_httproute(IS, ("gateway-system", "public"), "flowers.example.com", None)
+    assert route["spec"]["hostnames"] == ["flowers.example.com"]
+    assert "hostnames" not in inference.build_httproute(IS, ("gateway-system", "public"), None, None)["spec"]

@@ -22,6 +22,7 @@ def test_defaults_match_the_contract() -> None:
     assert (cfg.metrics_port, cfg.health_port) == (8000, 8080)
     assert cfg.log_format == "plain"
     assert (cfg.storage_secret, cfg.scratch_size) == ("", "20Gi")
+    assert (cfg.domain, cfg.ingress_class, cfg.url_scheme, cfg.prometheus_address) == ("", "", "http", "")
 
 
 def test_every_variable_is_read() -> None:
@@ -42,8 +43,16 @@ def test_every_variable_is_read() -> None:
             s.ENV_LOG_FORMAT: "json",
             s.ENV_STORAGE_SECRET: "obs-creds",
             s.ENV_SCRATCH_SIZE: "100Gi",
+            s.ENV_GATEWAY: "gateway-system/public",
+            s.ENV_DOMAIN: "Models.Example.com.",
+            s.ENV_INGRESS_CLASS: "nginx",
+            s.ENV_URL_SCHEME: "HTTPS",
+            s.ENV_PROMETHEUS_ADDRESS: "http://prometheus-operated.monitoring.svc:9090/",
         }
     )
+    assert cfg.gateway == ("gateway-system", "public") and cfg.domain == "models.example.com"
+    assert (cfg.ingress_class, cfg.url_scheme) == ("nginx", "https")
+    assert cfg.prometheus_address == "http://prometheus-operated.monitoring.svc:9090"
     assert cfg.namespaces == ("ml", "team-b")
     assert cfg.trainer_image == "registry.local/t:1"
     assert cfg.converter_image == "registry.local/c:1"
@@ -76,6 +85,9 @@ def test_every_variable_is_read() -> None:
         (s.ENV_STORAGE_SECRET, "S3_Creds", "not a Secret name"),
         (s.ENV_SCRATCH_SIZE, "lots", "not a size"),
         (s.ENV_SCRATCH_SIZE, "-1Gi", "not a size"),
+        (s.ENV_INGRESS_CLASS, "Nginx_Class", "not an IngressClass name"),
+        (s.ENV_URL_SCHEME, "ftp", "http, https"),
+        (s.ENV_PROMETHEUS_ADDRESS, "prometheus:9090", "not an http(s) URL"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_variable(name: str, value: str, fragment: str) -> None:

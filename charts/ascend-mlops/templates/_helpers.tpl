@@ -91,7 +91,9 @@ cluster-scoped rules always go in the ClusterRole.
   resources: ["pods/log"]
   verbs: ["get"]
 # Object storage: the one Secret a resource names (spec.storage.secretName or storage.secretName),
-# read by name to check its key names before pods are created. Never listed or watched.
+# read by name to check its key names before pods are created; and an InferenceService's token
+# Secret (spec.auth.secretName), whose metadata only is read to say when it is missing. Never
+# listed or watched.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
@@ -103,10 +105,23 @@ cluster-scoped rules always go in the ClusterRole.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "update", "delete"]
-# InferenceService routes on the configured Gateway (ASCEND_MLOPS_GATEWAY) with the canary's weights.
+# InferenceService routes on the configured Gateway (ASCEND_MLOPS_GATEWAY) with the canary's weights
+# and spec.exposure's host.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "create", "update"]
+# InferenceService spec.exposure type Ingress (deleted when the exposure goes).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["get", "create", "update", "delete"]
+# InferenceService spec.autoscaling: a HorizontalPodAutoscaler, or a KEDA ScaledObject where KEDA is
+# installed (deleted when autoscaling goes). Discovering KEDA needs no rule.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "create", "update", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "create", "update", "delete"]
 # The four kinds: watched and read; delete for ttlSecondsAfterFinished.
 - apiGroups: ["ascend.mlops.dev"]
   resources: ["batchpredictions", "inferenceservices", "modelconversions", "trainingjobs"]
@@ -121,6 +136,10 @@ cluster-scoped rules always go in the ClusterRole.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# spec.autoscaling: the nodes' allocatable Ascend devices, to say when maxReplicas cannot all run.
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list"]
 {{- if .Values.watchNamespaces }}
 # Kopf lists namespaces to match its namespace list (not when cluster-wide).
 - apiGroups: [""]

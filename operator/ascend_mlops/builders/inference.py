@@ -14,10 +14,19 @@ COMPONENT: Final = constants.COMPONENT_PREDICTOR
 CANARY_COMPONENT: Final = constants.COMPONENT_CANARY
 CONTAINER: Final = "server"
 SERVICE_PORT: Final = 80
+AUTH_VOLUME: Final = "auth-tokens"
+# Read by the server's user through the pod's fsGroup; nobody else in the pod needs the tokens.
+AUTH_FILE_MODE: Final = 0o440
+# The common scrape convention (Prometheus' kubernetes_sd examples, many charts): where /metrics is.
+PROMETHEUS_ANNOTATIONS: Final = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(contract.DEFAULT_METRICS_PORT),
+    "prometheus.io/path": contract.METRICS_PATH,
+}
 COMPONENTS: Final = {constants.REVISION_STABLE: COMPONENT, constants.REVISION_CANARY: CANARY_COMPONENT}
 __all__ = [
     "ResolvedModel", "build_deployment", "build_httproute", "build_revision_service", "build_service",
-    "deployment_name", "revision_service_name", "service_name", "service_url",
+    "deployment_name", "revision_service_name", "route_name", "service_name", "service_url",
 ]
 
 def deployment_name(isvc: str, revision: str = constants.REVISION_STABLE) -> str:
@@ -58,12 +67,23 @@ def build_deployment(
     revision: str = constants.REVISION_STABLE,
     replicas: int | None = None,
 ) -> dict[str, Any]:
-    """The Deployment of one revision: the stable one (spec.model) or the canary (spec.canary)."""
+    """The Deployment of one revision: the stable one (spec.model) or the canary (spec.canary).
+
+    With spec.autoscaling the stable revision's replica count belongs to the
+    autoscaler: it is left out of the spec hash, so a count the autoscaler
+    changed is no drift (the reconciler keeps the live count on updates).
+    """
     component = COMPONENTS[revision]
     parts = model_pod(
         model, settings, pod=spec.pod, storage=spec.storage,
         device=spec.accelerator,
     )
+    volumes, mounts = list(parts.volumes), list(parts.volume_mounts)
+    if spec.auth is not None:
+        # The whole Secret as a directory (one file per key), so that the kubelet's
+        # atomic update of a rotated Secret reaches the server without a restart.
+        volumes.append({"name": AUTH_VOLUME, "secret": {"secretName": spec.auth.secret_name, "defaultMode": AUTH_FILE_MODE}})
+        mounts.append({"name": AUTH_VOLUME, "mountPath": contract.MOUNT_AUTH_TOKENS, "readOnly": True})
     args = contract.serve_args(
         model=parts.model_path,
         backend=model.runtime,
@@ -73,6 +93,8 @@ def build_deployment(
         max_batch_size=spec.max_batch_size,
         max_batch_delay_ms=spec.max_batch_delay_ms,
         max_body_bytes=spec.max_body_bytes,
+        auth_tokens=contract.MOUNT_AUTH_TOKENS if spec.auth is not None else None,
+        metrics_port=contract.DEFAULT_METRICS_PORT,
     )
     container = common.workload_container(
         name=CONTAINER,
@@ -80,10 +102,15 @@ def build_deployment(
         pull_policy=settings.image_pull_policy,
         args=args,
         env=parts.env,
-        volume_mounts=parts.volume_mounts,
+        volume_mounts=mounts,
         resources=accelerator.resources(spec.pod, spec.accelerator, DEFAULT_SERVER_RESOURCES),
     )
-    container["ports"] = [{"name": "http", "containerPort": contract.DEFAULT_SERVER_PORT, "protocol": "TCP"}]
+    # /metrics has a port of its own: a NetworkPolicy can admit Prometheus (and the
+    # operator's canary analysis) there, and clients to "http" only.
+    container["ports"] = [
+        {"name": "http", "containerPort": contract.DEFAULT_SERVER_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": contract.DEFAULT_METRICS_PORT, "protocol": "TCP"},
+    ]
     # Loading a model onto the device can take minutes: the startup probe holds
     # liveness off until the server answers once.
     container["startupProbe"] = _probe(contract.HEALTH_LIVE_PATH, 5, 120)
@@ -94,6 +121,7 @@ def build_deployment(
         # Changing the model changes the template, which rolls the Deployment.
         constants.ANNOTATION_MODEL_DIGEST: str(model.uri),
         common.ANNOTATION_OWNER_NAME: owner.name,
+        **PROMETHEUS_ANNOTATIONS,
     }
     # One device per pod is scarce: surging an extra pod would wait for a free
     # device forever on a full node, so replace pods one at a time instead.
@@ -113,7 +141,7 @@ def build_deployment(
             },
             "spec": {
                 "containers": [container],
-                "volumes": parts.volumes,
+                "volumes": volumes,
                 "securityContext": common.pod_security_context(),
                 "automountServiceAccountToken": False,
                 "terminationGracePeriodSeconds": 30,
@@ -121,6 +149,8 @@ def build_deployment(
             },
         },
     }
+    autoscaled = revision == constants.REVISION_STABLE and spec.autoscaling is not None
+    hashed = {k: v for k, v in deployment_spec.items() if k != "replicas"} if autoscaled else deployment_spec
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -128,7 +158,7 @@ def build_deployment(
             deployment_name(owner.name, revision),
             owner,
             component,
-            annotations={common.ANNOTATION_SPEC_HASH: common.spec_hash(deployment_spec), constants.ANNOTATION_REVISION: revision},
+            annotations={common.ANNOTATION_SPEC_HASH: common.spec_hash(hashed), constants.ANNOTATION_REVISION: revision},
         ),
         "spec": deployment_spec,
     }
@@ -179,10 +209,12 @@ def route_name(isvc: str) -> str:
 
 
 def build_httproute(
-    owner: common.Owner, gateway: tuple[str, str], domain: str, canary_percent: int | None
+    owner: common.Owner, gateway: tuple[str, str], host: str | None, canary_percent: int | None
 ) -> dict[str, Any]:
     """One HTTPRoute on the configured Gateway; with a canary its two backends carry exact weights.
 
+    `host`: the route's host name (spec.exposure's, or <name>.<namespace>.<domain>);
+    None: no hostnames, the route matches every host of the listener.
     `canary_percent` None: no canary, every request goes to the client Service.
     """
     if canary_percent is None:
@@ -196,8 +228,8 @@ def build_httproute(
         "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": gateway[0], "name": gateway[1]}],
         "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": backends}],
     }
-    if domain:
-        spec["hostnames"] = [f"{owner.name}.{owner.namespace}.{domain}"]
+    if host:
+        spec["hostnames"] = [host]
     return {
         "apiVersion": constants.GATEWAY_API_VERSION,
         "kind": "HTTPRoute",

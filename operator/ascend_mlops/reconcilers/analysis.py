@@ -1,4 +1,4 @@
-"""Canary analysis: read each ready server pod's Prometheus `/metrics` and turn two
+"""Canary analysis: read each ready server pod's Prometheus `/metrics` (on its `metrics` port) and turn two
 readings into the figures a decision needs (requests, 5xx share, p99 latency).
 
 A reading is small and JSON-shaped (it is kept in `status.canary.baseline`),
@@ -76,16 +76,20 @@ def parse(text: str) -> Reading:
 
 
 def pod_address(pod: Mapping[str, Any]) -> str | None:
-    """`http://<podIP>:<port>` of the server container's `http` port (the sandbox's kubelet remaps it)."""
+    """`http://<podIP>:<port>` where the server container serves /metrics (the sandbox's kubelet remaps ports).
+
+    That is its `metrics` port; pods made before the server got one serve /metrics on `http`.
+    """
     status = pod.get("status") or {}
     ip = status.get("podIP")
     if not ip:
         return None
-    port: int | None = None
+    ports: dict[str, int] = {}
     for container in (pod.get("spec") or {}).get("containers") or []:
         for p in container.get("ports") or []:
-            if p.get("name") == "http":
-                port = int(p["containerPort"])
+            if p.get("name") in ("metrics", "http") and p.get("containerPort") is not None:
+                ports.setdefault(str(p["name"]), int(p["containerPort"]))
+    port = ports.get("metrics", ports.get("http"))
     if port is None:
         return None
     remapped = ((pod.get("metadata") or {}).get("annotations") or {}).get(constants.ANNOTATION_SANDBOX_PORTS)

@@ -1,4 +1,5 @@
-"""InferenceService: resolve the model, keep a Deployment and a Service in shape, report readiness honestly.
+"""InferenceService: resolve the model, keep a Deployment and a Service in shape (and, when asked, an
+external address and an autoscaler: reconcilers/serving.py), report readiness honestly.
 
 Ready is computed from the Deployment *and* its pods: a Deployment can look
 "progressing" for ten minutes while its pods crash-loop on a model that will
@@ -26,11 +27,12 @@ from ascend_mlops.api.specs import (
     parse_storage_uri,
 )
 from ascend_mlops.builders import inference as builder
-from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner, selector_labels
+from ascend_mlops.builders.common import Owner, selector_labels
 from ascend_mlops.builders.model import ResolvedModel
 from ascend_mlops.kube import ApiError
 from ascend_mlops.reconcilers import credentials, models
 from ascend_mlops.reconcilers import pods as P
+from ascend_mlops.reconcilers import serving as front  # `serving` is the model being served, below
 from ascend_mlops.reconcilers.canary import (
     ACTIVE,
     PROGRESSING,
@@ -43,9 +45,10 @@ from ascend_mlops.reconcilers.canary import (
     check_health,
     drain_left,
 )
+from ascend_mlops.reconcilers.children import delete_if_present, ensure_child, update_if_drifted
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
 from ascend_mlops.reconcilers.models import Waiting
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, owned_by, snapshot
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
 from ascend_mlops.settings import ENV_GATEWAY
 
 KIND: Final = constants.INFERENCE_SERVICE
@@ -57,6 +60,7 @@ EVENT_CONDITIONS: Final = (
     ConditionType.CANARY_READY,
     ConditionType.CANARY_PROMOTED,
     ConditionType.CANARY_ROLLED_BACK,
+    ConditionType.AUTOSCALING,
 )
 # Exit codes with which a server says "this model cannot be loaded"; restarting will not help.
 MODEL_LOAD_EXIT_CODES: Final = frozenset(
@@ -75,8 +79,10 @@ async def resolve_model(
     return await models.resolve_model(rt, key, models.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime))
 
 
-async def ensure_deployment(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> dict[str, Any]:
-    return await ensure_child(rt, owner, "apps/v1", "deployments", desired)
+async def ensure_deployment(
+    rt: Runtime, owner: Owner, desired: dict[str, Any], replicas_within: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    return await ensure_child(rt, owner, "apps/v1", "deployments", desired, replicas_within=replicas_within)
 
 
 async def ensure_service(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> None:
@@ -89,32 +95,7 @@ async def ensure_service(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> 
     for field_name in ("clusterIP", "clusterIPs"):
         if field_name in (existing.get("spec") or {}):
             desired["spec"][field_name] = existing["spec"][field_name]
-    await _update_if_drifted(rt, owner, "v1", "services", existing, desired)
-
-
-async def _update_if_drifted(
-    rt: Runtime, owner: Owner, api_version: str, plural: str, existing: dict[str, Any], desired: dict[str, Any]
-) -> dict[str, Any]:
-    meta = existing.get("metadata") or {}
-    want = desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
-    if (meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH) == want:
-        return existing
-    if not any(ref.get("kind") == owner.kind and ref.get("name") == owner.name for ref in meta.get("ownerReferences") or []):
-        raise ChildConflict(
-            f"{desired['kind']} {owner.namespace}/{meta.get('name')} exists and does not belong to "
-            f"{owner.kind} {owner.name}; delete or rename it"
-        )
-    body = {
-        **desired,
-        "metadata": {
-            **meta,
-            "labels": {**(meta.get("labels") or {}), **desired["metadata"]["labels"]},
-            "annotations": {**(meta.get("annotations") or {}), **desired["metadata"]["annotations"]},
-            "ownerReferences": desired["metadata"]["ownerReferences"],
-        },
-    }
-    body.pop("status", None)
-    return await rt.client.replace(api_version, plural, owner.namespace, meta["name"], body)
+    await update_if_drifted(rt, owner, "v1", "services", existing, desired)
 
 
 def pod_problem(state: P.PodState) -> tuple[str, str] | None:
@@ -142,9 +123,16 @@ class GatewayMissing(ChildConflict):
 
 
 async def observe(
-    rt: Runtime, owner: Owner, deployment: dict[str, Any] | None, component: str, model: str, replicas: int
+    rt: Runtime, owner: Owner, deployment: dict[str, Any] | None, component: str, model: str, replicas: int,
+    min_ready: int | None = None,
 ) -> Revision:
-    """Readiness of one revision: its Deployment's counts and its current pods' problems."""
+    """Readiness of one revision: its Deployment's counts and its current pods' problems.
+
+    Rolled out: every one of `replicas` pods runs the current template, and
+    `min_ready` of them (default: all) are ready; with an autoscaler, `replicas`
+    is its count and `min_ready` its minimum, since pods beyond what the nodes'
+    devices hold stay Pending.
+    """
     revision = Revision()
     if deployment is None:
         return revision
@@ -157,7 +145,7 @@ async def observe(
     template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
     revision.rolled_out = (
         (template.get("annotations") or {}).get(constants.ANNOTATION_MODEL_DIGEST, model) == model
-        and revision.ready >= replicas
+        and revision.ready >= (replicas if min_ready is None else min(min_ready, replicas))
         and (updated is None or int(updated) >= replicas)
         and (dep_generation is None or dep_observed is None or int(dep_observed) >= int(dep_generation))
     )
@@ -174,22 +162,6 @@ async def observe(
         if problem is not None and revision.problem is None:
             revision.problem = problem
     return revision
-
-
-async def delete_if_present(rt: Runtime, owner: Owner, api_version: str, plural: str, name: str) -> None:
-    """Delete the child `name` if it exists and is ours (a namesake someone else owns is left alone)."""
-    existing = await rt.client.get(api_version, plural, owner.namespace, name)
-    if existing is not None and owned_by(existing, owner):
-        await rt.delete_child(owner, api_version, plural, name)
-
-
-async def ensure_child(rt: Runtime, owner: Owner, api_version: str, plural: str, desired: dict[str, Any]) -> dict[str, Any]:
-    """Create the child, or replace it when it drifted from `desired`; the object as it now is."""
-    existing = await rt.client.get(api_version, plural, owner.namespace, desired["metadata"]["name"])
-    if existing is None:
-        await rt.create_child(owner, api_version, plural, desired)
-        return desired
-    return await _update_if_drifted(rt, owner, api_version, plural, existing, desired)
 
 
 async def reconcile(rt: Runtime, key: Key) -> Result:
@@ -211,6 +183,9 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
 
     try:
         spec = parse_inference_service(body.get("spec"), rt.settings.accelerator_resource)
+        unservable = front.exposure_errors(spec, owner, rt.settings)
+        if unservable:
+            raise SpecError(unservable)
     except SpecError as exc:
         conditions.set(ConditionType.VALID, st.FALSE, Reason.INVALID_SPEC, str(exc))
         not_ready(Phase.INVALID, Reason.INVALID_SPEC, str(exc), stalled=True)
@@ -257,6 +232,8 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
     if canary_model is not None:
         models_to_check += [canary_model.uri, canary_model.labels]
     blocked = await credentials.check_storage_secret(rt, owner.namespace, tuple(models_to_check), spec.storage)
+    if blocked is None:
+        blocked = await front.check_auth_secret(rt, owner.namespace, spec)
     if blocked is not None:
         # No Deployment is created or changed until the pods could start; one already running keeps serving.
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, blocked.reason, blocked.message)
@@ -292,9 +269,17 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         record["simulated"] = True
     status["model"] = record
     desired = builder.build_deployment(spec, owner, rt.settings, serving)
+    autoscaling = spec.autoscaling
+    bounds = (autoscaling.min_replicas, autoscaling.max_replicas) if autoscaling is not None else None
+    scaling: front.Scaling | None = None
     try:
-        deployment = await ensure_deployment(rt, owner, desired)
-        stable_rev = await observe(rt, owner, deployment, builder.COMPONENT, str(serving.uri), spec.replicas)
+        deployment = await ensure_deployment(rt, owner, desired, bounds)
+        # With an autoscaler its count is the one to reach, and minReplicas ready is enough.
+        wanted = front.live_replicas(deployment, spec.replicas) if autoscaling is not None else spec.replicas
+        stable_rev = await observe(
+            rt, owner, deployment, builder.COMPONENT, str(serving.uri), wanted,
+            min_ready=autoscaling.min_replicas if autoscaling is not None else None,
+        )
         if state is not None and state.state == PROGRESSING and spec.canary is not None and spec.canary.analysis is not None:
             if canary_rev.rolled_out and canary_rev.pods:
                 await analyse(state, spec.canary.analysis, canary_rev.pods, stable_rev.pods, snap.now)
@@ -308,14 +293,27 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
             state.note(Reason.PROMOTED, f"canary {state.record['model']} promoted: the stable revision serves it")
         percent = _canary_percent(state, spec, canary_rev)
         await _ensure_canary_children(rt, owner, spec, state, canary_model)
-        await _ensure_routing(rt, owner, state, percent)
+        await _ensure_routing(rt, owner, state, percent, front.route_host(spec, owner, rt.settings))
+        await front.ensure_ingress(rt, owner, spec, snap.old_status)
+        scaling = await front.ensure_autoscaler(rt, owner, spec, snap.old_status)
         retired = await _retire_canary_children(rt, owner, spec, state, canary_model, canary_dep, snap.now)
     except ChildConflict as exc:
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.RECONCILE_ERROR, str(exc))
         not_ready(Phase.NOT_READY, Reason.RECONCILE_ERROR, str(exc), stalled=True)
         await rt.write_status(key, body, status, EVENT_CONDITIONS)
         return Result(requeue_after=30.0)
-    status["url"] = builder.service_url(owner.name, owner.namespace)
+    url = front.external_url(spec, owner, rt.settings)
+    if url is not None:
+        status["url"] = url
+    else:
+        status.pop("url", None)
+    status["address"] = {"url": builder.service_url(owner.name, owner.namespace)}
+    if scaling is not None:
+        status["autoscaler"] = scaling.record
+        conditions.set(ConditionType.AUTOSCALING, scaling.status, scaling.reason, scaling.message)
+    else:
+        status.pop("autoscaler", None)
+        conditions.remove(ConditionType.AUTOSCALING)
     status["replicas"] = stable_rev.replicas
     status["readyReplicas"] = stable_rev.ready
     _canary_status(
@@ -324,27 +322,37 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
 
     simulated = " (on the Ascend simulator)" if record.get("simulated") else ""
     promoting = state is not None and state.state == PROMOTING and canary_rev.ready > 0
-    if stable_rev.problem is not None and not promoting:
+    # An autoscaler may ask for more pods than the nodes have devices for: those wait, the service serves.
+    waiting_for_devices = (
+        autoscaling is not None and stable_rev.rolled_out and stable_rev.problem is not None
+        and stable_rev.problem[0] == Reason.UNSCHEDULABLE
+    )
+    scaled = f" (autoscaling {autoscaling.min_replicas}-{autoscaling.max_replicas})" if autoscaling is not None else ""
+    if stable_rev.problem is not None and not promoting and not waiting_for_devices:
         reason, message = stable_rev.problem
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, reason, message)
         not_ready(Phase.NOT_READY, reason, message, stalled=reason == Reason.MODEL_LOAD_FAILED)
     elif stable_rev.rolled_out or promoting:
         if stable_rev.rolled_out:
-            message = f"{stable_rev.ready}/{spec.replicas} replica(s) ready, serving {serving.uri}{simulated}"
+            message = f"{stable_rev.ready}/{wanted} replica(s) ready{scaled}, serving {serving.uri}{simulated}"
+            if waiting_for_devices and stable_rev.problem is not None:
+                message += f"; the others wait: {stable_rev.problem[1]}"
         else:
-            message = f"promoting {serving.uri}: the canary serves while the stable revision rolls ({stable_rev.ready}/{spec.replicas} ready){simulated}"
+            message = f"promoting {serving.uri}: the canary serves while the stable revision rolls ({stable_rev.ready}/{wanted} ready){simulated}"
         conditions.set(ConditionType.PREDICTOR_READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
         conditions.set(ConditionType.READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
         st.set_kstatus(conditions, reconciling=None, stalled=None)
         status.update(phase=Phase.READY, conditions=conditions.to_list())
     else:
-        message = f"waiting for {spec.replicas} replica(s) to be ready ({stable_rev.ready} ready){simulated}"
+        needed = autoscaling.min_replicas if autoscaling is not None else spec.replicas
+        message = f"waiting for {needed} replica(s) to be ready ({stable_rev.ready} ready){scaled}{simulated}"
         conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.DEPLOYMENT_PROGRESSING, message)
         not_ready(Phase.NOT_READY, Reason.DEPLOYMENT_PROGRESSING, message, stalled=False)
     await rt.write_status(key, body, status, EVENT_CONDITIONS)
     if state is not None and state.notes:
         events.post(body, state.notes)
-    return Result(requeue_after=state.requeue_after if state is not None else None)
+    wakes = [t for t in (state.requeue_after if state is not None else None, scaling.requeue_after if scaling else None) if t is not None]
+    return Result(requeue_after=min(wakes) if wakes else None)
 
 
 def _model_key(spec: InferenceServiceSpec) -> str:
@@ -417,8 +425,9 @@ async def _retire_canary_children(
     return True
 
 
-async def _ensure_routing(rt: Runtime, owner: Owner, state: Canary | None, percent: int | None) -> None:
-    """The client Service's selector follows the split; with a Gateway, the HTTPRoute carries exact weights."""
+async def _ensure_routing(rt: Runtime, owner: Owner, state: Canary | None, percent: int | None, host: str | None) -> None:
+    """The client Service's selector follows the split; with a Gateway, the HTTPRoute carries exact weights
+    (and spec.exposure's host, when it exposes the service through the Gateway)."""
     if percent is None or percent == 0:
         revisions: tuple[str, ...] = (constants.REVISION_STABLE,)
     elif percent == 100:
@@ -428,7 +437,7 @@ async def _ensure_routing(rt: Runtime, owner: Owner, state: Canary | None, perce
     await ensure_service(rt, owner, builder.build_service(owner, revisions))
     if rt.settings.gateway is not None:
         weights = percent if state is not None and state.state in ACTIVE and percent is not None else None
-        route = builder.build_httproute(owner, rt.settings.gateway, rt.settings.domain, weights)
+        route = builder.build_httproute(owner, rt.settings.gateway, host, weights)
         try:
             await ensure_child(rt, owner, constants.GATEWAY_API_VERSION, constants.HTTPROUTES, route)
         except ApiError as exc:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from ascend_mlops import events, metrics
 from ascend_mlops import status as st
@@ -21,6 +21,9 @@ from ascend_mlops.settings import Settings
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_BACKOFF: Final = 60.0
+# How long a discovery answer (is KEDA installed?) and the nodes' device count are reused.
+CLUSTER_FACTS_TTL: Final = 60.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, order=True)
@@ -104,6 +107,7 @@ class Runtime:
         self._dependents: dict[Key, set[Key]] = {}  # referenced -> objects that reference it
         self._references: dict[Key, set[Key]] = {}  # object -> what it references
         self._slots: dict[Key, dict[str, set[Key]]] = {}  # object -> field -> what that field references
+        self._facts: dict[str, tuple[float, Any]] = {}  # cluster facts: name -> (expiry, value)
         self._closed = False
 
     # --- scheduling --------------------------------------------------------------------
@@ -211,6 +215,22 @@ class Runtime:
     def poke_dependents(self, key: Key) -> None:
         for dependent in sorted(self.dependents(key)):
             self.poke(dependent)
+
+    # --- facts about the cluster, read now and then ---------------------------------------
+    async def fact(self, name: str, load: Callable[[], Awaitable[T]], ttl: float = CLUSTER_FACTS_TTL) -> T:
+        """`load()`'s answer, reused for `ttl` seconds (for what every reconciliation would otherwise re-read)."""
+        now = time.monotonic()
+        cached = self._facts.get(name)
+        if cached is not None and cached[0] > now:
+            return cast(T, cached[1])
+        value = await load()
+        self._facts[name] = (now + ttl, value)
+        return value
+
+    async def served(self, api_version: str, plural: str) -> bool:
+        """Whether the cluster serves `plural` in `api_version` (a CRD that may or may not be installed)."""
+        resources = await self.fact(f"discovery {api_version}", lambda: self.client.api_resources(api_version))
+        return plural in resources
 
     # --- API helpers ----------------------------------------------------------------------
     async def get(self, key: Key) -> dict[str, Any] | None:
