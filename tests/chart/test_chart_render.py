@@ -183,6 +183,26 @@ def _inference_pod_template() -> dict[str, Any]:
     return template
 
 
+def test_pod_monitor_scrapes_the_model_servers_metrics_port() -> None:
+    docs = render("namespaced-values.yaml")
+    monitor = of_kind(docs, "PodMonitor")
+    assert len(monitor) == 1 and monitor[0]["metadata"]["labels"]["release"] == "prometheus"
+    spec = monitor[0]["spec"]
+    template = _inference_pod_template()
+    assert spec["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert spec["namespaceSelector"] == {"matchNames": ["ml-team", "ml-serving"]}
+    (endpoint,) = spec["podMetricsEndpoints"]
+    ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+    assert endpoint["port"] == "metrics" and ports["metrics"] == contract.DEFAULT_METRICS_PORT
+    assert endpoint["path"] == contract.METRICS_PATH
+    # The conventional annotations say the same, for Prometheus' kubernetes-pods scrape job.
+    annotations = template["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (str(ports["metrics"]), contract.METRICS_PATH)
+    assert not of_kind(render(), "PodMonitor")
+    cluster_wide = of_kind(render(sets=("metrics.podMonitor.enabled=true",)), "PodMonitor")
+    assert cluster_wide[0]["spec"]["namespaceSelector"] == {"any": True}
+
+
 def test_network_policy_selects_the_operators_inference_pods() -> None:
     docs = render("namespaced-values.yaml")
     policies = of_kind(docs, "NetworkPolicy")

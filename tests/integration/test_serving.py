@@ -270,8 +270,12 @@ async def test_hpa_for_concurrency_and_cpu_and_its_conditions(api: APIServer, cl
     assert "maxReplicas 3 needs 3 huawei.com/Ascend310 but the nodes can allocate 2" in scaling["message"]
     assert "at most 2 replica(s) can run" in scaling["message"] and "lower maxReplicas or add Ascend nodes" in scaling["message"]
     assert (await status(cluster))["autoscaler"] == {"kind": "HorizontalPodAutoscaler", "name": DEPLOYMENT}
-    warnings = [e for e in await cluster.events_for(NAME) if e.get("reason") == "MaxReplicasAboveCapacity"]
-    assert warnings and warnings[0]["type"] == "Warning"
+
+    async def warned() -> list[dict[str, Any]]:
+        return [e for e in await cluster.events_for(NAME) if e.get("reason") == "MaxReplicasAboveCapacity"]
+
+    warnings = await eventually(warned, what="the capacity Event")
+    assert warnings[0]["type"] == "Warning"
 
     # cpu, within capacity: the HPA follows; the controller reports it cannot read its metric, then that it can.
     await cluster.patch_cr(KIND, NAME, {"spec": {"autoscaling": {"maxReplicas": 2, "metric": "cpu", "target": 70}}})
