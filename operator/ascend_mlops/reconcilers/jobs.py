@@ -183,6 +183,11 @@ async def drive(
             await rt.delete_child(owner, "v1", "pods", s.name)
 
     start = st.parse_timestamp(status.get("startTime"))
+    if current:
+        # What the pods prove is recorded whatever state they are in: an operator
+        # killed right after creating them never wrote it, and the next one may
+        # find them already finished.
+        _record_attempt(status, conditions, plan, attempt, now)
     deadline_left: float | None = None
     if plan.deadline_seconds is not None and start is not None:
         deadline_left = (start + datetime.timedelta(seconds=plan.deadline_seconds) - now).total_seconds()
@@ -283,24 +288,15 @@ async def drive(
             f"pod(s) {', '.join(created_names)} of attempt {attempt + 1} disappeared (deleted or evicted); "
             "created them again",
         )
-    if start is None:
-        start = now
-        status["startTime"] = st.timestamp(now)
-        if plan.deadline_seconds is not None:
-            deadline_left = float(plan.deadline_seconds)
-    status["attempts"] = attempt + 1
+    if start is None and plan.deadline_seconds is not None:
+        deadline_left = float(plan.deadline_seconds)
+    _record_attempt(status, conditions, plan, attempt, now)
     active = [s for s in current.values() if s.active]
     status["workers"] = {
         "active": len(active) + len(created_names),
         "succeeded": sum(1 for s in current.values() if s.phase == P.SUCCEEDED),
         "failed": 0,
     }
-    conditions.set(
-        ConditionType.CREATED,
-        st.TRUE,
-        Reason.CREATED,
-        f"{plan.workers} pod(s) for attempt {attempt + 1}",
-    )
     chief = current.get(0)
     running_chief = chief.name if chief is not None and chief.phase == P.RUNNING and not chief.deleting else None
     running = {i: s.name for i, s in current.items() if s.phase == P.RUNNING and not s.deleting}
@@ -323,6 +319,13 @@ async def drive(
         STATE_PENDING, Reason.PENDING, message, requeue_after=deadline_left, running_chief=running_chief,
         running=running, summaries=summaries,
     )
+
+
+def _record_attempt(status: dict[str, Any], conditions: st.Conditions, plan: JobPlan, attempt: int, now: datetime.datetime) -> None:
+    """The attempt whose pods exist (or were just created): its number, its start, the Created condition."""
+    status.setdefault("startTime", st.timestamp(now))
+    status["attempts"] = attempt + 1
+    conditions.set(ConditionType.CREATED, st.TRUE, Reason.CREATED, f"{plan.workers} pod(s) for attempt {attempt + 1}")
 
 
 def _summary(state: P.PodState) -> dict[str, Any]:
