@@ -37,6 +37,7 @@ class Proxy:
     held: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
     _connections: set[Connection] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -56,8 +57,21 @@ class Proxy:
                 if writer is not None:
                     writer.transport.abort()
         self._connections.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            await self._forward(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the proxy is going away
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(writer)
         self._connections.add(conn)
         try:
