@@ -11,14 +11,18 @@ accelerator the node does not have, and finally stop it with Ctrl-C.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ascend_mlops.api import constants, contract
 from ascend_mlops.ascend import simmodel
@@ -132,7 +137,8 @@ def test_each_resource_ends_with_its_summary_condition(flowers: RunningSandbox) 
     assert conversion["status"]["phase"] == constants.Phase.SUCCEEDED
     assert service["status"]["phase"] == constants.Phase.READY
     assert conditions(service)["PredictorReady"]["status"] == "True"
-    assert service["status"]["url"] == "http://flowers-predictor.default.svc.cluster.local"
+    assert service["status"]["address"]["url"] == "http://flowers-predictor.default.svc.cluster.local"
+    assert "url" not in service["status"]  # no spec.exposure: no external address
     # The progress the user saw: phases, the training epoch, the prediction.
     assert "TrainingJob/flowers-resnet50: Running" in flowers.output
     assert "epoch 1/1" in flowers.output
@@ -235,6 +241,145 @@ def test_an_accelerator_the_node_lacks_stays_not_ready_with_a_reason(flowers: Ru
     assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
     # The first service keeps serving meanwhile.
     assert conditions(flowers.get("inferenceservices", "flowers"))["Ready"]["status"] == "True"
+
+
+AUTH_SERVICE = "flowers-auth"
+AUTH_SECRET = "flowers-auth-tokens"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def post_photo(url: str, photo: Path, headers: dict[str, str] | None = None) -> Answer:
+    """POST / a photo (ModelArts' multipart field `images`); any status is an answer, not an error."""
+    boundary = "sandbox-auth-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"{photo.name}\"\r\n"
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    all_headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})}
+    request = urllib.request.Request(url + "/", data=body, method="POST", headers=all_headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return Answer(response.status, dict(response.headers.items()), json.loads(response.read()))
+    except urllib.error.HTTPError as e:
+        return Answer(e.code, dict(e.headers.items()), json.loads(e.read() or b"{}"))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def token_secret(*tokens: str) -> dict[str, Any]:
+    """The Secret a user makes (`kubectl create secret generic ... --from-literal=token=...`): one token per line."""
+    data = "".join(f"{t}\n" for t in tokens).encode()
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": AUTH_SECRET}, "data": {"token": base64.b64encode(data).decode()}}
+
+
+def files_mentioning(root: Path, secrets_: list[str], pattern: str = "*.log") -> list[str]:
+    """Log files under root that contain any of the tokens (names only: a failure must not print a token)."""
+    found = []
+    for path in sorted(root.rglob(pattern)):
+        text = path.read_text(errors="replace")
+        if any(s in text for s in secrets_):
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_an_inference_service_with_auth_refuses_requests_without_its_token_and_follows_a_rotation(flowers: RunningSandbox) -> None:
+    """spec.auth.secretName: the sandbox mounts the Secret (kubelet layout) and the server answers 401
+    (JSON, WWW-Authenticate) without a valid token and classifies with one, in `Authorization: Bearer`
+    or ModelArts' `X-Auth-Token`; rewriting the Secret rotates the tokens without a restart."""
+    first, second = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    seed = yaml.safe_load((REPO_ROOT / "examples" / "flowers" / "inferenceservice.yaml").read_text())
+    manifest = {
+        "apiVersion": seed["apiVersion"], "kind": seed["kind"], "metadata": {"name": AUTH_SERVICE},
+        "spec": {**seed["spec"], "auth": {"secretName": AUTH_SECRET}},
+    }
+    # As a user does: the Secret first (the operator holds the pods back while it is missing:
+    # condition Ready=False, AuthSecretMissing), then the service.
+    flowers.api("POST", "/api/v1/namespaces/default/secrets", token_secret(first))
+    flowers.api("POST", f"/apis/{constants.API_VERSION}/namespaces/default/inferenceservices", manifest)
+    selector = f"{constants.LABEL_OWNER_KIND}={constants.INFERENCE_SERVICE},{constants.LABEL_OWNER_NAME}={AUTH_SERVICE}"
+
+    def ready() -> dict[str, Any] | None:
+        service = flowers.get("inferenceservices", AUTH_SERVICE)
+        return service if conditions(service).get("Ready", {}).get("status") == "True" else None
+
+    service = wait_for(ready, timeout=180, interval=0.5, what=f"{AUTH_SERVICE} Ready")
+    (pod,) = flowers.pods(selector)
+    container = pod["spec"]["containers"][0]
+    volume = next(v for v in pod["spec"]["volumes"] if (v.get("secret") or {}).get("secretName") == AUTH_SECRET)
+    assert any(m["name"] == volume["name"] and m["mountPath"] == contract.MOUNT_AUTH_TOKENS for m in container["volumeMounts"])
+    args = container.get("args") or []
+    assert args[args.index(contract.FLAG_AUTH_TOKENS) + 1] == contract.MOUNT_AUTH_TOKENS
+
+    address = (service["status"].get("address") or {}).get("url") or service["status"]["url"]
+    backend = (urllib.parse.urlsplit(address).hostname or "").split(".")[0]
+
+    def local_url(plural: str, name: str, api_version: str) -> str | None:
+        annotations = flowers.get(plural, name, api_version)["metadata"].get("annotations") or {}
+        return annotations.get(constants.ANNOTATION_SANDBOX_URL)
+
+    url = wait_for(lambda: local_url("services", backend, "v1"), timeout=30, interval=0.2, what="the Service's local URL")
+    route_url = wait_for(
+        lambda: local_url(constants.HTTPROUTES, AUTH_SERVICE, constants.GATEWAY_API_VERSION),
+        timeout=30, interval=0.2, what="the HTTPRoute's local URL",
+    )
+    photo = sorted((FLOWERS_DIR / "daisy").iterdir())[-3]
+    labels = {p.name for p in FLOWERS_DIR.iterdir() if p.is_dir()}
+
+    def refused(answer: Answer) -> bool:
+        challenge = {k.lower(): v for k, v in answer.headers.items()}.get("www-authenticate", "")
+        return answer.status == 401 and challenge.startswith("Bearer") and "error" in answer.body and "predicted_label" not in answer.body
+
+    def classified(answer: Answer) -> bool:
+        return answer.status == 200 and answer.body.get("predicted_label") in labels
+
+    for where in (url, route_url):  # through the Service and through the sandbox's Gateway (L7)
+        assert refused(post_photo(where, photo)), "no token must be refused"
+        assert refused(post_photo(where, photo, bearer(first[::-1]))), "a wrong token must be refused"
+        assert classified(post_photo(where, photo, bearer(first))), "the Secret's token must be accepted"
+    assert classified(post_photo(url, photo, {"X-Auth-Token": first})), "ModelArts' X-Auth-Token must be accepted"
+    assert refused(post_photo(url, photo, {"X-Auth-Token": second}))
+    with urllib.request.urlopen(url + contract.HEALTH_READY_PATH, timeout=30) as health:  # probes need no token
+        assert health.status == 200
+
+    # Rotation as a user does it: add the new token beside the old, move the clients, drop the old.
+    def put_tokens(*tokens: str) -> None:
+        flowers.api("PUT", f"/api/v1/namespaces/default/secrets/{AUTH_SECRET}", token_secret(*tokens))
+
+    began = time.monotonic()
+    put_tokens(first, second)
+    wait_for(lambda: classified(post_photo(url, photo, bearer(second))), timeout=30, interval=0.2, what="the added token accepted")
+    added = time.monotonic() - began
+    assert classified(post_photo(url, photo, bearer(first))), "the old token stays valid while both are in the Secret"
+    began = time.monotonic()
+    put_tokens(second)
+    wait_for(lambda: refused(post_photo(url, photo, bearer(first))), timeout=30, interval=0.2, what="the dropped token refused")
+    dropped = time.monotonic() - began
+    assert classified(post_photo(url, photo, {"X-Auth-Token": second}))
+    print(f"\nrotation: the added token was accepted after {added:.1f}s, the dropped one refused after {dropped:.1f}s")
+    (after,) = flowers.pods(selector)
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 0, "a rotation needs no restart"
+
+    # No token in any log, in the resource, or in an event.
+    tokens = [first, second]
+    assert files_mentioning(flowers.root / "logs", tokens) == [], "a token is in the sandbox's logs"
+    assert files_mentioning(flowers.root / "pods", tokens) == [], "a token is in a pod's log"
+    assert not any(t in flowers.output for t in tokens), "a token is in the sandbox run's output"
+    assert not any(t in json.dumps(flowers.get("inferenceservices", AUTH_SERVICE)) for t in tokens), "a token is in the resource"
+    events = json.dumps(flowers.api("GET", "/api/v1/namespaces/default/events"))
+    assert not any(t in events for t in tokens), "a token is in an event"
+
+    flowers.api("DELETE", f"/apis/{constants.API_VERSION}/namespaces/default/inferenceservices/{AUTH_SERVICE}")
+    flowers.api("DELETE", f"/api/v1/namespaces/default/secrets/{AUTH_SECRET}")
+    wait_for(lambda: not flowers.pods(selector), timeout=60, interval=0.5, what=f"{AUTH_SERVICE}'s pod gone")
 
 
 class Load:

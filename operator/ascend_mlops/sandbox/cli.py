@@ -366,7 +366,7 @@ async def _status(root: Path) -> int:
         for kind, plural in constants.PLURALS.items():
             for obj in (await client.list(constants.API_VERSION, plural)).get("items", []):
                 status = obj.get("status") or {}
-                extra = status.get("url") or ""
+                extra = status.get("url") or (status.get("address") or {}).get("url") or ""
                 print(f"  {kind}/{obj['metadata']['name']} ({obj['metadata'].get('namespace')}): {status.get('phase', '-')} {extra}")
         print("pods:")
         for pod in (await client.list("v1", "pods")).get("items", []):

@@ -599,7 +599,8 @@ class ExampleRun:
         url = await self.service_url(isvc)
         self.report.service_url = url
         self.report.route_url = await self.route_url(isvc)
-        self.report.cluster_url = (isvc.get("status") or {}).get("url")
+        status = isvc.get("status") or {}
+        self.report.cluster_url = (status.get("address") or {}).get("url") or status.get("url")  # KServe's in-cluster address
         self.report.sample = str(sample)
         prediction = await self.predict(url, sample)
         self.stage("prediction")
