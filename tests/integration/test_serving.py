@@ -318,8 +318,22 @@ async def test_replicas_an_hpa_set_survive_reconciles(api: APIServer, cluster: C
     await cluster.create(isvc(autoscaling={"minReplicas": 1, "maxReplicas": 4}))
     await eventually(lambda: child(cluster, HPA, DEPLOYMENT), what="the HPA")
     await eventually(lambda: deployment(cluster), what="the Deployment")
-    # What the HPA controller does: scale the Deployment to 3.
-    await cluster.client.patch("apps/v1", "deployments", NAMESPACE, DEPLOYMENT, {"spec": {"replicas": 3}})
+    await roll_out(cluster, DEPLOYMENT)
+    await cluster.wait_condition(KIND, NAME, "Ready", "True")
+    # What the HPA controller does: scale the Deployment to 3. Until the ReplicaSet made the pods,
+    # the Deployment has 1 (current, ready): a scale-up is no rollout, the service stays Ready.
+    scaled = await cluster.client.patch("apps/v1", "deployments", NAMESPACE, DEPLOYMENT, {"spec": {"replicas": 3}})
+    await cluster.client.patch("apps/v1", "deployments", NAMESPACE, DEPLOYMENT, {"status": {
+        "observedGeneration": scaled["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+    }}, subresource="status")
+    await touch(cluster, 100)
+
+    async def still_ready() -> dict[str, Any] | None:
+        c = await cluster.condition(KIND, NAME, "Ready")
+        return c if c and "1/3 replica(s) ready (autoscaling 1-4)" in c["message"] else None
+
+    ready = await eventually(still_ready, what="Ready with 1 of the HPA's 3 replicas")
+    assert ready["status"] == "True"
     await roll_out(cluster, DEPLOYMENT, ready=2)  # 3 pods, 2 ready: a Deployment event, so a reconciliation
 
     async def reported() -> dict[str, Any] | None:

@@ -9,13 +9,15 @@ from typing import Any
 from ascend_mlops import events, metrics
 from ascend_mlops import status as st
 from ascend_mlops.api import constants, contract
-from ascend_mlops.api.specs import parse_storage_uri
+from ascend_mlops.api.specs import Autoscaling, parse_inference_service, parse_storage_uri
+from ascend_mlops.builders.common import Owner
 from ascend_mlops.main import owner_key
 from ascend_mlops.operator_cli import resolve_namespaces
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers import references
 from ascend_mlops.reconcilers.inference import pod_problem
 from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
+from ascend_mlops.reconcilers.serving import autoscaler_state, exposure_errors
 from ascend_mlops.reconcilers.training import artifacts_from_summary, metrics_from_summary
 from ascend_mlops.settings import Settings
 
@@ -165,3 +167,34 @@ def test_namespaces_from_flags_or_settings() -> None:
     assert resolve_namespaces(argparse.Namespace(namespace=[], all_namespaces=False), settings) == ["ml", "team"]
     assert resolve_namespaces(argparse.Namespace(namespace=["a", "a", "b"], all_namespaces=False), settings) == ["a", "b"]
     assert resolve_namespaces(argparse.Namespace(namespace=[], all_namespaces=True), settings) == []
+
+
+def test_autoscaler_state_from_hpa_and_keda_conditions() -> None:
+    scaling = Autoscaling(max_replicas=4)
+    hpa = constants.KIND_HPA
+    assert autoscaler_state(hpa, "f", scaling, {})[:2] == ("Unknown", "AutoscalerPending")
+    failing = {"status": {"conditions": [
+        {"type": "AbleToScale", "status": "True", "reason": "SucceededGetScale", "message": ""},
+        {"type": "ScalingActive", "status": "False", "reason": "FailedGetPodsMetric",
+         "message": "unable to get metric ascend_mlops_server_inflight_requests: no metrics returned"},
+    ]}}
+    status, reason, message = autoscaler_state(hpa, "f", scaling, failing)
+    assert (status, reason) == ("False", "AutoscalerNotReady")
+    assert "FailedGetPodsMetric: unable to get metric" in message and "Prometheus Adapter rule in docs/serving.md" in message
+    active = {"status": {"conditions": [{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}]}}
+    assert autoscaler_state(hpa, "f", scaling, active) == (
+        "True", "AutoscalerReady",
+        "HorizontalPodAutoscaler f scales 1-4 replicas on 4 in-flight requests per pod (ascend_mlops_server_inflight_requests)",
+    )
+    keda = constants.KIND_SCALEDOBJECT
+    broken = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "ScaledObjectCheckFailed", "message": "no Prometheus"}]}}
+    status, reason, message = autoscaler_state(keda, "f", scaling, broken)
+    assert (status, reason) == ("False", "AutoscalerNotReady") and "ScaledObjectCheckFailed: no Prometheus" in message
+    assert "Adapter" not in message  # KEDA reads Prometheus itself
+    assert autoscaler_state(keda, "f", scaling, {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}})[1] == "AutoscalerPending"
+    # Settings an exposure needs, named with the fix.
+    owner = Owner(kind=constants.INFERENCE_SERVICE, name="flowers", namespace="ml")
+    spec = parse_inference_service({"model": {"uri": "pvc://d/m"}, "exposure": {"type": "HTTPRoute"}}, "huawei.com/Ascend310")
+    errors = {e.path: e.message for e in exposure_errors(spec, owner, Settings())}
+    assert "ASCEND_MLOPS_GATEWAY" in errors["spec.exposure.type"] and "ASCEND_MLOPS_DOMAIN" in errors["spec.exposure.host"]
+    assert exposure_errors(spec, owner, Settings(gateway=("gw", "public"), domain="example.com")) == []

@@ -129,9 +129,10 @@ async def observe(
     """Readiness of one revision: its Deployment's counts and its current pods' problems.
 
     Rolled out: every one of `replicas` pods runs the current template, and
-    `min_ready` of them (default: all) are ready; with an autoscaler, `replicas`
-    is its count and `min_ready` its minimum, since pods beyond what the nodes'
-    devices hold stay Pending.
+    `min_ready` of them (default: all) are ready. With an autoscaler
+    (`min_ready` its minimum) every pod there is runs the current template:
+    the count moves under us, and pods beyond what the nodes' devices hold
+    stay Pending.
     """
     revision = Revision()
     if deployment is None:
@@ -146,7 +147,7 @@ async def observe(
     revision.rolled_out = (
         (template.get("annotations") or {}).get(constants.ANNOTATION_MODEL_DIGEST, model) == model
         and revision.ready >= (replicas if min_ready is None else min(min_ready, replicas))
-        and (updated is None or int(updated) >= replicas)
+        and (updated is None or int(updated) >= (replicas if min_ready is None else revision.replicas))
         and (dep_generation is None or dep_observed is None or int(dep_observed) >= int(dep_generation))
     )
     # Pods of the current template carry the model in an annotation; older ones are on their way out.

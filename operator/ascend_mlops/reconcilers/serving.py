@@ -147,12 +147,19 @@ def describe_metric(autoscaling: Autoscaling) -> str:
     return f"{autoscaling.target:g} in-flight requests per pod ({contract.METRIC_INFLIGHT})"
 
 
-async def accelerator_capacity(rt: Runtime, resource: str) -> int:
-    """The devices of `resource` all nodes together can allocate (a node's total, whoever uses them)."""
+async def accelerator_capacity(rt: Runtime, resource: str) -> int | None:
+    """The devices of `resource` all nodes together can allocate (a node's total, whoever uses them);
+    None when the operator may not list nodes (RBAC made by hand): then there is no capacity check."""
 
-    async def load() -> int:
+    async def load() -> int | None:
+        try:
+            nodes = await rt.client.list("v1", "nodes", None)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            return None
         total = 0
-        for node in await rt.client.list("v1", "nodes", None):
+        for node in nodes:
             value = str(((node.get("status") or {}).get("allocatable") or {}).get(resource) or "0")
             total += int(value) if value.isdigit() else 0
         return total
@@ -231,7 +238,9 @@ async def ensure_autoscaler(
     if spec.accelerator is not None:
         needed = autoscaling.max_replicas * spec.accelerator.count
         capacity = await accelerator_capacity(rt, spec.accelerator.resource)
-        if needed > capacity:
+        if capacity is None:
+            message += "; maxReplicas is not compared with the nodes' devices: the operator may not list nodes"
+        elif needed > capacity:
             fits = capacity // spec.accelerator.count
             message += (
                 f"; maxReplicas {autoscaling.max_replicas} needs {needed} {spec.accelerator.resource} but the nodes can "
