@@ -343,6 +343,18 @@ async def test_replicas_an_hpa_set_survive_reconciles(api: APIServer, cluster: C
     seen = await eventually(reported, what="status.replicas 3, readyReplicas 2")
     ready = next(c for c in seen["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and "2/3 replica(s) ready (autoscaling 1-4)" in ready["message"]
+    # The third pod finds no free device: the service still serves, and says why one pod waits.
+    full = "0/1 nodes are available: 1 Insufficient huawei.com/Ascend310."
+    await cluster.set_pod_status(f"{DEPLOYMENT}-v001-2", {
+        "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": full}],
+    })
+
+    async def waiting_pod() -> dict[str, Any] | None:
+        c = await cluster.condition(KIND, NAME, "Ready")
+        return c if c and full in c["message"] else None
+
+    ready = await eventually(waiting_pod, what="Ready naming the pod that waits for a device")
+    assert ready["status"] == "True" and "the others wait: pod flowers-predictor-v001-2 cannot be scheduled" in ready["message"]
 
     # Reconciliations of every kind: annotation changes, and spec changes that replace the Deployment.
     for n in range(3):
