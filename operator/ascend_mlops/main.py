@@ -24,6 +24,7 @@ from ascend_mlops.api import constants
 from ascend_mlops.builders.common import ANNOTATION_OWNER_NAME
 from ascend_mlops.kube import KubeClient, close_quietly
 from ascend_mlops.reconcilers import batch, conversion, inference, training
+from ascend_mlops.reconcilers.cache import index_entries
 from ascend_mlops.reconcilers.runtime import Key, Runtime
 from ascend_mlops.settings import Settings, SettingsError
 
@@ -55,6 +56,7 @@ async def startup(
     # Only our own children matter: let the API server filter the pod and Deployment streams.
     settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
     settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["v1", "services"] = MANAGED_SELECTOR
     runtime = Runtime(config, KubeClient(""))
     runtime.reconcilers.update(RECONCILERS)
     memo.ascend_mlops_runtime = runtime
@@ -91,7 +93,71 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await close_quietly(runtime.client)
 
 
-async def _object_event(memo: Any, kind: str, namespace: str | None, name: str | None, event_type: str | None) -> None:
+# --- what the watches have seen (reconcilers/cache.py) ----------------------------------
+# Kopf fills every index from its initial listing before it calls any handler,
+# and keeps it current from the same watch streams.
+def _entries(namespace: str | None, name: str | None, body: kopf.Body, labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[Any, Any]:
+    owner_name = annotations.get(ANNOTATION_OWNER_NAME) or labels.get(constants.LABEL_OWNER_NAME)
+    return index_entries(namespace, name, body, labels.get(constants.LABEL_OWNER_KIND), owner_name)
+
+
+@kopf.index("v1", "pods", labels=MANAGED)
+def pod_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
+    return _entries(namespace, name, body, labels, annotations)
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployment_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
+    return _entries(namespace, name, body, labels, annotations)
+
+
+@kopf.index("v1", "services", labels=MANAGED)
+def service_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
+    return _entries(namespace, name, body, labels, annotations)
+
+
+def _resource_entries(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return index_entries(namespace, name, body, None, None)
+
+
+# One index per kind (names repeat across kinds: a TrainingJob and an InferenceService "flowers").
+@kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.TRAINING_JOB])
+def trainingjob_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _resource_entries(namespace, name, body)
+
+
+@kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.MODEL_CONVERSION])
+def modelconversion_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _resource_entries(namespace, name, body)
+
+
+@kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.INFERENCE_SERVICE])
+def inferenceservice_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _resource_entries(namespace, name, body)
+
+
+@kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.BATCH_PREDICTION])
+def batchprediction_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _resource_entries(namespace, name, body)
+
+
+def _attach(memo: Any, handler_kwargs: Mapping[str, Any]) -> None:
+    """Hand Kopf's indices to the runtime: every handler gets them, the first call is enough."""
+    runtime = _runtime(memo)
+    if runtime.cache.covers("v1", "pods"):
+        return
+    runtime.cache.attach({
+        ("v1", "pods"): handler_kwargs["pod_index"],
+        ("apps/v1", "deployments"): handler_kwargs["deployment_index"],
+        ("v1", "services"): handler_kwargs["service_index"],
+        **{(constants.API_VERSION, plural): handler_kwargs[f"{plural[:-1]}_index"] for plural in constants.PLURALS.values()},
+    })
+
+
+async def _object_event(
+    memo: Any, kind: str, namespace: str | None, name: str | None, event_type: str | None, handler_kwargs: Mapping[str, Any]
+) -> None:
+    _attach(memo, handler_kwargs)
     if not namespace or not name:
         return
     runtime = _runtime(memo)
@@ -105,23 +171,23 @@ async def _object_event(memo: Any, kind: str, namespace: str | None, name: str |
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.TRAINING_JOB])
-async def training_job_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
-    await _object_event(memo, constants.TRAINING_JOB, namespace, name, type)
+async def training_job_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **kwargs: Any) -> None:
+    await _object_event(memo, constants.TRAINING_JOB, namespace, name, type, kwargs)
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.MODEL_CONVERSION])
-async def model_conversion_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
-    await _object_event(memo, constants.MODEL_CONVERSION, namespace, name, type)
+async def model_conversion_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **kwargs: Any) -> None:
+    await _object_event(memo, constants.MODEL_CONVERSION, namespace, name, type, kwargs)
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.INFERENCE_SERVICE])
-async def inference_service_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
-    await _object_event(memo, constants.INFERENCE_SERVICE, namespace, name, type)
+async def inference_service_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **kwargs: Any) -> None:
+    await _object_event(memo, constants.INFERENCE_SERVICE, namespace, name, type, kwargs)
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.BATCH_PREDICTION])
-async def batch_prediction_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
-    await _object_event(memo, constants.BATCH_PREDICTION, namespace, name, type)
+async def batch_prediction_event(memo: kopf.Memo, namespace: str | None, name: str | None, type: str | None, **kwargs: Any) -> None:
+    await _object_event(memo, constants.BATCH_PREDICTION, namespace, name, type, kwargs)
 
 
 def owner_key(body: Mapping[str, Any]) -> Key | None:
@@ -143,7 +209,8 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def child_event(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
+async def child_event(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+    _attach(memo, kwargs)
     key = owner_key(body)
     if key is not None and key.namespace and key.name:
         await _runtime(memo).reconcile(key)

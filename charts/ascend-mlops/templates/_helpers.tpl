@@ -98,9 +98,10 @@ cluster-scoped rules always go in the ClusterRole.
   resources: ["secrets"]
   verbs: ["get"]
 # Headless Services of multi-worker training; the InferenceService's Service (replaced when it drifts).
+# Listed and watched (only those labelled as ours) so that reconciles read them from memory.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 # Model servers (replaced when they drift from the spec).
 - apiGroups: ["apps"]
   resources: ["deployments"]

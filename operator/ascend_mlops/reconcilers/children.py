@@ -40,12 +40,12 @@ async def update_if_drifted(
     body.pop("status", None)
     # metadata.resourceVersion is the one read: a concurrent change (an autoscaler
     # scaling) makes this a 409 and the next reconciliation starts from the new state.
-    return await rt.client.replace(api_version, plural, owner.namespace, meta["name"], body)
+    return await rt.replace_child(owner, api_version, plural, str(meta["name"]), body)
 
 
 async def delete_if_present(rt: Runtime, owner: Owner, api_version: str, plural: str, name: str) -> None:
     """Delete the child `name` if it exists and is ours (a namesake someone else owns is left alone)."""
-    existing = await rt.client.get(api_version, plural, owner.namespace, name)
+    existing = await rt.read(api_version, plural, owner.namespace, name)
     if existing is not None and owned_by(existing, owner):
         await rt.delete_child(owner, api_version, plural, name)
 
@@ -61,7 +61,7 @@ async def ensure_child(
     (clamped into the bounds, which the autoscaler would do too), also when the
     rest of it is replaced.
     """
-    existing = await rt.client.get(api_version, plural, owner.namespace, desired["metadata"]["name"])
+    existing = await rt.read(api_version, plural, owner.namespace, desired["metadata"]["name"])
     if existing is None:
         await rt.create_child(owner, api_version, plural, desired)
         return desired

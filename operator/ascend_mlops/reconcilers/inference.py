@@ -87,7 +87,7 @@ async def ensure_deployment(
 
 async def ensure_service(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> None:
     name = desired["metadata"]["name"]
-    existing = await rt.client.get("v1", "services", owner.namespace, name)
+    existing = await rt.read("v1", "services", owner.namespace, name)
     if existing is None:
         await rt.create_child(owner, "v1", "services", desired)
         return
@@ -246,7 +246,7 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
     had_canary = bool(snap.old_status.get("canary")) or len(snap.old_status.get("traffic") or []) > 1
     canary_dep = None
     if state is not None or spec.canary is not None or had_canary:  # no extra read for services that never had one
-        canary_dep = await rt.client.get("apps/v1", "deployments", owner.namespace, canary_name)
+        canary_dep = await rt.read("apps/v1", "deployments", owner.namespace, canary_name)
     canary_rev = Revision()
     if state is not None and state.state in ACTIVE:
         canary_replicas = spec.canary.replicas if spec.canary is not None else int((canary_dep or {}).get("spec", {}).get("replicas") or 0)

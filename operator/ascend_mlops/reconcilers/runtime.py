@@ -16,6 +16,7 @@ from ascend_mlops import status as st
 from ascend_mlops.api import constants
 from ascend_mlops.builders.common import Owner
 from ascend_mlops.kube import ApiError, Conflict, KubeClient
+from ascend_mlops.reconcilers.cache import Cache
 from ascend_mlops.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Runtime:
         self._slots: dict[Key, dict[str, set[Key]]] = {}  # object -> field -> what that field references
         self._facts: dict[str, tuple[float, Any]] = {}  # cluster facts: name -> (expiry, value)
         self._closed = False
+        self.cache = Cache()  # the watches' indices, attached by the first handler call (main.py)
 
     # --- scheduling --------------------------------------------------------------------
     async def reconcile(self, key: Key) -> None:
@@ -176,6 +178,7 @@ class Runtime:
             timer[1].cancel()
         self._errors.pop(key, None)
         self._slots.pop(key, None)
+        self.cache.forget_written(key.namespace, key.name)
         self.set_references(key, ())
         self.phases.forget(key.kind, key.namespace, key.name)
         lock = self._locks.get(key)
@@ -234,7 +237,13 @@ class Runtime:
 
     # --- API helpers ----------------------------------------------------------------------
     async def get(self, key: Key) -> dict[str, Any] | None:
-        return await self.client.get(constants.API_VERSION, key.plural, key.namespace, key.name)
+        return await self.read(constants.API_VERSION, key.plural, key.namespace, key.name)
+
+    async def read(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """An object as the watches last saw it (or as we last wrote it); from the API server if no watch covers its kind."""
+        if self.cache.covers(api_version, plural):
+            return self.cache.get(api_version, plural, namespace, name)
+        return await self.client.get(api_version, plural, namespace, name)
 
     async def list_children(
         self, owner: Owner, api_version: str, plural: str, labels: Mapping[str, str], *, direct: bool = True
@@ -245,29 +254,44 @@ class Runtime:
         leftovers of a deleted namesake); indirect ones (a Deployment's pods, owned by
         a ReplicaSet) are recognised by their labels only.
         """
-        items = await self.client.list(api_version, plural, owner.namespace, labels)
+        owner_kind, owner_name = labels.get(constants.LABEL_OWNER_KIND), labels.get(constants.LABEL_OWNER_NAME)
+        if self.cache.covers(api_version, plural) and owner_kind and owner_name:
+            candidates = self.cache.owned(api_version, plural, owner.namespace, owner_kind, owner_name)
+            items = [item for item in candidates if _has_labels(item, labels)]
+        else:
+            items = await self.client.list(api_version, plural, owner.namespace, labels)
         return [item for item in items if not direct or owned_by(item, owner)]
 
     async def create_child(self, owner: Owner, api_version: str, plural: str, body: Mapping[str, Any]) -> bool:
         """Create a child; if it exists already and is ours, adopt it. True when created."""
         name = body["metadata"]["name"]
         try:
-            await self.client.create(api_version, plural, owner.namespace, body)
+            created = await self.client.create(api_version, plural, owner.namespace, body)
         except Conflict:
             existing = await self.client.get(api_version, plural, owner.namespace, name)
             if existing is None:
                 raise  # deleted in between; the next reconciliation creates it
+            self.cache.wrote(api_version, plural, existing)
             if not owned_by(existing, owner):
                 raise ChildConflict(
                     f"{body.get('kind')} {owner.namespace}/{name} already exists and does not belong to "
                     f"{owner.kind} {owner.name}; delete or rename it"
                 ) from None
             return False
+        self.cache.wrote(api_version, plural, created)
         metrics.CHILDREN_CREATED.labels(kind=owner.kind, child=str(body.get("kind"))).inc()
         return True
 
+    async def replace_child(self, owner: Owner, api_version: str, plural: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the child (with the resourceVersion read: a concurrent change is a 409)."""
+        replaced = await self.client.replace(api_version, plural, owner.namespace, name, body)
+        self.cache.wrote(api_version, plural, replaced)
+        return replaced
+
     async def delete_child(self, owner: Owner, api_version: str, plural: str, name: str) -> bool:
-        return await self.client.delete(api_version, plural, owner.namespace, name)
+        deleted = await self.client.delete(api_version, plural, owner.namespace, name)
+        self.cache.deleted(api_version, plural, owner.namespace, name)
+        return deleted
 
     async def write_status(
         self,
@@ -284,7 +308,7 @@ class Runtime:
         self.phases.observe(key.kind, key.namespace, key.name, new_status.get("phase"))
         if not st.status_changed(old_status, new_status):
             return
-        await self.client.patch(
+        patched = await self.client.patch(
             constants.API_VERSION,
             key.plural,
             key.namespace,
@@ -292,11 +316,18 @@ class Runtime:
             st.status_patch(old_status, new_status),
             subresource="status",
         )
+        if patched:
+            self.cache.wrote(constants.API_VERSION, key.plural, patched)
         events.post(body, events.transition_events(old_status, new_status, event_types))
 
 
 class ChildConflict(Exception):
     """A child's deterministic name is taken by an object the owner does not control."""
+
+
+def _has_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    have = (obj.get("metadata") or {}).get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())
 
 
 def owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
