@@ -10,7 +10,7 @@ from typing import Any, Final, cast
 import kopf
 
 from ascend_mlops import status as st
-from ascend_mlops.api.constants import Reason
+from ascend_mlops.api.constants import ConditionType, Reason
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ WARNING_REASONS: Final = frozenset(
         Reason.PROGRESS_DEADLINE_EXCEEDED,
         Reason.AUTOSCALER_NOT_READY,
         Reason.MAX_REPLICAS_ABOVE_CAPACITY,
+        Reason.STORAGE_SECRET_MISSING,
+        Reason.AUTH_SECRET_MISSING,
     }
 )
 
@@ -51,14 +53,28 @@ class Event:
     message: str
 
 
+# Conditions whose first appearance as True is news (the resource reached its goal);
+# a Normal first appearance of any other condition (Valid, SourceReady, a Ready=False
+# while pods start, ...) is what every new resource goes through, and says nothing
+# `kubectl get` does not: no Event, and one request less per condition per resource.
+MILESTONES: Final = frozenset({ConditionType.READY, ConditionType.SUCCEEDED, ConditionType.CANARY_PROMOTED})
+
+
 def transition_events(
     old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any], condition_types: Iterable[str]
 ) -> list[Event]:
-    """One Event per condition of `condition_types` whose status or reason changed."""
+    """One Event per condition of `condition_types` whose status or reason changed.
+
+    Warnings always; Normal transitions when a condition changes, or when a
+    milestone condition first appears as True.
+    """
     events = []
     for condition in st.transitions(old_status, new_status, condition_types):
         reason = str(condition.get("reason"))
         kind = WARNING if reason in WARNING_REASONS else NORMAL
+        first = st.get_condition(old_status, str(condition["type"])) is None
+        if kind == NORMAL and first and not (condition.get("status") == st.TRUE and condition["type"] in MILESTONES):
+            continue
         message = f"{condition['type']}={condition['status']}"
         if condition.get("message"):
             message += f": {condition['message']}"

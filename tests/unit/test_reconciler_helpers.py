@@ -122,8 +122,16 @@ def test_transition_events_types() -> None:
     new = {"conditions": c.to_list()}
     [event] = events.transition_events(old, new, ["Succeeded"])
     assert event == events.Event("Warning", "BackoffLimitExceeded", "Succeeded=False: 3 attempts failed")
-    [first] = events.transition_events(None, old, ["Succeeded"])
-    assert first.type == "Normal"
+    # A first appearance: Normal only for a milestone reached, never for the way there.
+    assert events.transition_events(None, old, ["Succeeded"]) == []
+    c.set("Succeeded", st.TRUE, "Succeeded", "done")
+    [reached] = events.transition_events(None, {"conditions": c.to_list()}, ["Succeeded"])
+    assert reached.type == "Normal" and reached.reason == "Succeeded"
+    c.set("Valid", st.TRUE, "SpecValid", "")
+    assert events.transition_events(None, {"conditions": c.to_list()}, ["Valid"]) == []
+    c.set("Valid", st.FALSE, "InvalidSpec", "spec.x: bad")
+    [invalid] = events.transition_events(None, {"conditions": c.to_list()}, ["Valid"])
+    assert invalid.type == "Warning"
     events.post({"metadata": {"name": "x"}}, [event])  # outside an operator: logged, not raised
 
 
