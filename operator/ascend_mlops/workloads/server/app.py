@@ -2,7 +2,11 @@
 Prometheus metrics and a small upload page, over one backend and one batcher.
 
 Domain errors (`errors.ServerError`) become JSON bodies `{"error": "..."}`
-with their status code; nothing a client sends can crash the server.
+with their status code; nothing a client sends can crash the server. Every
+byte a client sends is read and checked in `parsing` (the one boundary that
+turns malformed input into a 4xx), and a request is parsed whole before it
+reaches the model. Connections are counted from their accept (`connections`),
+so that SIGTERM answers a request whose headers were still arriving.
 
 With `--auth-tokens` the routes that run or describe the model (PROTECTED_ROUTES)
 need a token; the health routes (kubelet probes), the server metadata (`/v2`)
@@ -13,11 +17,8 @@ and the upload page (which asks for the token) stay open. With
 from __future__ import annotations
 
 import asyncio
-import base64
 import html
-import json
 import logging
-import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -25,20 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ascend_mlops import __version__
 from ascend_mlops.api import contract
-from ascend_mlops.workloads.server import auth, processing
+from ascend_mlops.workloads.server import auth, parsing, processing
 from ascend_mlops.workloads.server.backends import Backend
 from ascend_mlops.workloads.server.batching import Batcher, BatchResult
 from ascend_mlops.workloads.server.config import ServerConfig
+from ascend_mlops.workloads.server.connections import ConnectionTracker
 from ascend_mlops.workloads.server.errors import (
+    ClientClosed,
+    InferenceFailed,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
-    PayloadTooLarge,
     ServerError,
     ServerOverloaded,
     UnsupportedMediaType,
@@ -50,7 +53,7 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "ascend-mlops"
 MODEL_VERSION = "1"
 IMAGE_FIELD = "images"
-HEADER_INFERENCE_LENGTH = "Inference-Header-Content-Length"
+HEADER_INFERENCE_LENGTH = parsing.HEADER_INFERENCE_LENGTH
 HEADER_BATCH_SIZE = "X-Batch-Size"
 INFERENCE_ROUTES = contract.INFERENCE_ROUTES
 MODEL_METADATA_ROUTES = frozenset({"/v2/models/{name}", "/v2/models/{name}/versions/{version}"})
@@ -60,7 +63,9 @@ PROTECTED_ROUTES = frozenset(
     {("POST", route) for route in INFERENCE_ROUTES} | {("GET", route) for route in MODEL_METADATA_ROUTES}
 )
 AUTH_REALM = SERVER_NAME
-_CHUNK = 64 * 1024
+# After the drain, what aiohttp's own shutdown still gives a connection (one answered, discarding the rest of
+# its body; one still running past --shutdown-timeout) before it is cut.
+_CLOSE_GRACE = 1.0
 
 
 def _error_response(error: ServerError) -> web.Response:
@@ -76,27 +81,17 @@ def _bound_port(runner: web.AppRunner, configured: int) -> int:
     return int(addresses[0][1]) if addresses else configured
 
 
+def _finite_logits(logits: np.ndarray) -> np.ndarray:
+    # Inputs are checked finite and in range, so NaN or Infinity here is the model's fault (a 500), and it is
+    # never sent as `NaN`, which is not JSON.
+    if not np.isfinite(logits).all():
+        raise InferenceFailed("the model returned NaN or Infinity for this input; check the model")
+    return logits
+
+
 def _server_timing(stages: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in stages.items())
 
-
-def _serialize_bytes(elements: list[bytes]) -> bytes:
-    """The Open Inference Protocol's binary BYTES layout: 4-byte little-endian length, then the bytes."""
-    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
-
-
-def _deserialize_bytes(data: bytes) -> list[bytes]:
-    elements, offset = [], 0
-    while offset < len(data):
-        if offset + 4 > len(data):
-            raise InvalidInput("BYTES tensor data is truncated (a 4-byte length prefix is cut off)")
-        (length,) = struct.unpack_from("<I", data, offset)
-        offset += 4
-        if offset + length > len(data):
-            raise InvalidInput("BYTES tensor data is truncated (an element is shorter than its length prefix)")
-        elements.append(data[offset : offset + length])
-        offset += length
-    return elements
 
 
 class InferenceServer:
@@ -116,11 +111,11 @@ class InferenceServer:
         self._infer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self._cpu_executor = ThreadPoolExecutor(max_workers=config.preprocess_threads, thread_name_prefix="preprocess")
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.connections = ConnectionTracker()
         self._page = ""
         self._closed = False
-        self._in_flight = 0  # inference requests being handled, for the batcher and for draining
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = 0  # inference requests being handled, for the batcher
         # Raises auth.TokenSourceError when the source is missing or holds no token.
         self.auth = auth.TokenSource(config.auth_tokens) if config.auth_tokens is not None else None
         if self.auth is not None:
@@ -160,12 +155,17 @@ class InferenceServer:
             self.metrics_port = _bound_port(self._metrics_runner, self.config.metrics_port)
             log.info("metrics on http://%s:%d%s only", self.config.host, self.metrics_port, contract.METRICS_PATH)
         self._runner = web.AppRunner(
-            self.app, shutdown_timeout=self.config.shutdown_timeout, access_log=None, handle_signals=False
+            self.app, shutdown_timeout=min(_CLOSE_GRACE, self.config.shutdown_timeout), access_log=None,
+            handle_signals=False,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        self.port = _bound_port(self._runner, self.config.port)
+        assert self._runner.server is not None
+        # Our own listener rather than a TCPSite: its protocol factory counts connections from their accept.
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.connections.protocol_factory(self._runner.server), self.config.host, self.config.port,
+            backlog=128, reuse_address=True,
+        )
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info(
             "listening on http://%s:%d (model %r not loaded yet%s)", self.config.host, self.port, self.config.name,
             ", tokens required" if self.auth is not None else "",
@@ -218,11 +218,13 @@ class InferenceServer:
         )
 
     async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, release the backend. Idempotent.
+        """Stop accepting, answer every accepted connection, release the backend. Idempotent.
 
-        aiohttp's own graceful shutdown drops the bytes of a request that is
-        still uploading, so the listener is closed first and inference
-        requests in flight are awaited here, before aiohttp closes connections.
+        aiohttp's own graceful shutdown only waits for requests whose headers
+        it has parsed, and drops a connection whose headers (or body) are still
+        arriving, so the listener is closed first and every connection owed an
+        answer — from its accept on — is awaited here, up to --shutdown-timeout,
+        before aiohttp closes what is left.
         """
         self.ready = False
         self.metrics.model_ready.labels(self.config.name).set(0)
@@ -233,14 +235,15 @@ class InferenceServer:
             await self._stop_metrics()
             return
         runner, self._runner = self._runner, None
-        for site in list(runner.sites):
-            await site.stop()
-        if self._in_flight:
-            log.info("waiting for %d request(s) in flight", self._in_flight)
-            try:
-                await asyncio.wait_for(self._idle.wait(), self.config.shutdown_timeout)
-            except TimeoutError:
-                log.warning("%d request(s) still in flight after %.0fs; closing", self._in_flight, self.config.shutdown_timeout)
+        if self._listener is not None:
+            self._listener.close()  # from here a new connection is refused
+            self._listener = None
+        owed = self.connections.owed
+        if owed:
+            log.info("answering %d connection(s) before stopping (up to %.0fs)", owed, self.config.shutdown_timeout)
+        left = await self.connections.drain(self.config.shutdown_timeout)
+        if left:
+            log.warning("%d connection(s) still unanswered after %.0fs; closing", left, self.config.shutdown_timeout)
         await runner.cleanup()  # -> _on_shutdown, closes connections, -> _on_cleanup
         await self._stop_metrics()
 
@@ -275,11 +278,27 @@ class InferenceServer:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
         started = time.perf_counter()
-        denied = self._authenticate(request, route)
-        response = denied if denied is not None else await self._handle(request, handler, route)
+        response: web.StreamResponse | None = None
+        self.connections.request_started(request)
+        try:
+            response = self._authenticate(request, route) or self._refuse_early(request)
+            if response is None:
+                response = await self._handle(request, handler, route)
+        finally:
+            self.connections.request_finished(request, response)  # also when cancelled (response None)
         self.metrics.requests.labels(route, request.method, str(response.status)).inc()
         self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
         return response
+
+    def _refuse_early(self, request: web.Request) -> web.Response | None:
+        """Limits that the headers already decide, before any body is read: Content-Length on every POST."""
+        if request.method != "POST":
+            return None
+        try:
+            parsing.check_declared_length(request, self.config.max_body_bytes)
+        except ServerError as exc:
+            return _error_response(exc)
+        return None
 
     def _authenticate(self, request: web.Request, route: str) -> web.Response | None:
         """None when the request may go on; else the 401 to answer (it never reaches the model)."""
@@ -310,16 +329,15 @@ class InferenceServer:
         counted = route in INFERENCE_ROUTES and request.method == "POST"
         if counted:
             self._in_flight += 1
-            self._idle.clear()
             self.metrics.in_flight.inc()
         try:
             response: web.StreamResponse = await handler(request)
+        except ClientClosed as exc:
+            # Nobody to answer, and not the server's fault: one line, no traceback, code 499 in the metrics.
+            log.info("%s %s: %s", request.method, request.path, exc.message)
+            response = _error_response(exc)
         except ServerError as exc:
             response = _error_response(exc)
-        except web.HTTPRequestEntityTooLarge:
-            response = _error_response(
-                PayloadTooLarge(f"the request body is larger than {contract.FLAG_MAX_BODY_BYTES} {self.config.max_body_bytes}")
-            )
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -332,8 +350,6 @@ class InferenceServer:
         finally:
             if counted:
                 self._in_flight -= 1
-                if not self._in_flight:
-                    self._idle.set()
                 self.metrics.in_flight.dec()
         return response
 
@@ -375,46 +391,12 @@ class InferenceServer:
         }
 
     async def _read_image_field(self, request: web.Request) -> bytes:
-        limit = self.config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(
-                f"the request body is {request.content_length} bytes, over the {limit}-byte limit "
-                f"({contract.FLAG_MAX_BODY_BYTES}); send a smaller image"
-            )
         if request.content_type != "multipart/form-data":
             raise UnsupportedMediaType(
                 f"POST / takes multipart/form-data with a file field named {IMAGE_FIELD!r}, "
                 f"got Content-Type {request.content_type or 'none'!r}"
             )
-        total = 0
-        found: bytes | None = None
-        try:
-            reader = await request.multipart()
-            while True:
-                part = await reader.next()
-                if part is None:
-                    break
-                if not isinstance(part, BodyPartReader):
-                    continue  # nested multipart: not ours
-                chunks = bytearray()
-                while True:
-                    chunk = await part.read_chunk(_CHUNK)
-                    if not chunk:
-                        break
-                    total += len(chunk)
-                    if total > limit:
-                        raise PayloadTooLarge(
-                            f"the request body is over the {limit}-byte limit ({contract.FLAG_MAX_BODY_BYTES}); "
-                            "send a smaller image"
-                        )
-                    if part.name == IMAGE_FIELD and found is None:
-                        chunks += chunk
-                if part.name == IMAGE_FIELD and found is None:
-                    found = bytes(chunks)
-        except ServerError:
-            raise
-        except (ValueError, AssertionError, RuntimeError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"malformed multipart/form-data body: {exc}") from exc
+        found = await parsing.read_form_file(request, IMAGE_FIELD, self.config.max_body_bytes)
         if found is None:
             raise InvalidInput(f"the form has no file field named {IMAGE_FIELD!r}; send the image as {IMAGE_FIELD}=@file.jpg")
         return found
@@ -429,7 +411,7 @@ class InferenceServer:
         read_s = time.perf_counter() - started
         result, stages = await self._classify(data)
         t_post = time.perf_counter()
-        body = json.dumps(processing.classification(result.logits, self.labels, top))
+        body = parsing.dumps_json(processing.classification(_finite_logits(result.logits), self.labels, top))
         finished = time.perf_counter()
         timings = {"read": read_s, **stages, "postprocess": finished - t_post, "total": finished - started}
         self.metrics.observe_stages(timings)
@@ -541,37 +523,18 @@ class InferenceServer:
         self._require_model(request)
         batcher = self._require_ready()
         batcher.check_room()  # before the body: refusing under overload must cost the server nothing
-        raw = await request.read()
-        header_length = request.headers.get(HEADER_INFERENCE_LENGTH)
-        if header_length is not None:
-            try:
-                split = int(header_length)
-            except ValueError:
-                split = -1
-            if not 0 < split <= len(raw):
-                raise InvalidInput(f"{HEADER_INFERENCE_LENGTH} {header_length!r} does not fit a {len(raw)}-byte body")
-            header_bytes, binary = raw[:split], raw[split:]
-        else:
-            header_bytes, binary = raw, b""
-        try:
-            body = json.loads(header_bytes)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"the inference request is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
-            raise InvalidInput(
-                'the request needs "inputs" with exactly one tensor: "images" as FP32 [N,H,W,3] or as BYTES [N] image files'
-            )
-        tensor = body["inputs"][0]
-        if not isinstance(tensor, dict):
-            raise InvalidInput("inputs[0] must be an object with name, datatype, shape and data")
-        arrays, decode_s, preprocess_s = await self._infer_inputs(tensor, binary)
+        raw = await parsing.read_body(request, self.config.max_body_bytes)
+        infer = parsing.parse_infer_request(
+            raw, request.headers.get(HEADER_INFERENCE_LENGTH), self.backend.input_size, self.config.max_queue
+        )
+        arrays, decode_s, preprocess_s = await self._infer_inputs(infer)
         results = await batcher.submit_many(arrays)
         t_post = time.perf_counter()
-        logits = np.stack([r.logits for r in results]).astype(np.float32)
-        response_outputs, blobs = self._infer_outputs(body, logits)
+        logits = _finite_logits(np.stack([r.logits for r in results]).astype(np.float32))
+        response_outputs, blobs = self._infer_outputs(infer.outputs, logits)
         reply: dict[str, Any] = {"model_name": self.config.name, "model_version": MODEL_VERSION, "outputs": response_outputs}
-        if "id" in body:
-            reply["id"] = body["id"]
+        if infer.id is not None:
+            reply["id"] = infer.id
         finished = time.perf_counter()
         timings = {
             "read": 0.0, "decode": decode_s, "preprocess": preprocess_s,
@@ -580,92 +543,45 @@ class InferenceServer:
         }
         self.metrics.observe_stages(timings)
         headers = {"Server-Timing": _server_timing(timings), HEADER_BATCH_SIZE: str(max(r.batch_size for r in results))}
-        text = json.dumps(reply)
+        text = parsing.dumps_json(reply)
         if not blobs:
             return web.Response(text=text, content_type="application/json", headers=headers)
         header = text.encode()
         headers[HEADER_INFERENCE_LENGTH] = str(len(header))
         return web.Response(body=header + b"".join(blobs), content_type="application/octet-stream", headers=headers)
 
-    async def _infer_inputs(self, tensor: dict[str, Any], binary: bytes) -> tuple[list[np.ndarray], float, float]:
-        datatype = str(tensor.get("datatype", ""))
-        shape = tensor.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or not shape:
-            raise InvalidInput(f"inputs[0].shape must be a list of non-negative integers, got {shape!r}")
-        params = tensor.get("parameters") or {}
-        binary_size = params.get("binary_data_size") if isinstance(params, dict) else None
-        count = shape[0]
-        if count < 1 or count > self.config.max_queue:
-            raise InvalidInput(f"inputs[0] must hold 1..{self.config.max_queue} images, got {count}")
-        if binary_size is not None and (not isinstance(binary_size, int) or binary_size != len(binary)):
-            raise InvalidInput(f"binary_data_size {binary_size!r} does not match the {len(binary)} bytes after the JSON header")
-        if datatype == "FP32":
-            h, w = self.backend.input_size
-            if shape[1:] != [h, w, 3]:
-                raise InvalidInput(f"FP32 images must have shape [N, {h}, {w}, 3] (NHWC RGB in [0, 255]), got {shape}")
-            try:
-                if binary_size is not None:
-                    array = np.frombuffer(binary, dtype="<f4").reshape(shape)
-                else:
-                    array = np.asarray(tensor.get("data"), dtype=np.float32).reshape(shape)
-            except (ValueError, TypeError) as exc:
-                raise InvalidInput(f"inputs[0].data does not hold {int(np.prod(shape))} FP32 values for shape {shape}: {exc}") from exc
-            return [np.ascontiguousarray(row) for row in array.astype(np.float32, copy=False)], 0.0, 0.0
-        if datatype == "BYTES":
-            if int(np.prod(shape)) != count:
-                raise InvalidInput(f"BYTES images must have shape [N] or [N, 1], got {shape}")
-            if binary_size is not None:
-                files = _deserialize_bytes(binary)
-            else:
-                data = tensor.get("data")
-                if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
-                    raise InvalidInput("BYTES data in JSON must be a list of base64 strings (or use binary data)")
-                try:
-                    files = [base64.b64decode(d, validate=True) for d in data]
-                except ValueError as exc:
-                    raise InvalidInput(f"BYTES data is not valid base64: {exc}") from exc
-            if len(files) != count:
-                raise InvalidInput(f"shape says {count} images but the data holds {len(files)}")
-            loop = asyncio.get_running_loop()
-            prepared = await asyncio.gather(*(loop.run_in_executor(self._cpu_executor, self._prepare, f) for f in files))
-            return [p[0] for p in prepared], max(p[1] for p in prepared), max(p[2] for p in prepared)
-        raise InvalidInput(f"inputs[0].datatype must be FP32 (pixels) or BYTES (image files), got {datatype!r}")
+    async def _infer_inputs(self, infer: parsing.InferRequest) -> tuple[list[np.ndarray], float, float]:
+        if infer.pixels is not None:
+            return list(infer.pixels), 0.0, 0.0
+        loop = asyncio.get_running_loop()
+        files = infer.files or []
+        prepared = await asyncio.gather(*(loop.run_in_executor(self._cpu_executor, self._prepare, f) for f in files))
+        return [p[0] for p in prepared], max(p[1] for p in prepared), max(p[2] for p in prepared)
 
-    def _infer_outputs(self, body: dict[str, Any], logits: np.ndarray) -> tuple[list[dict[str, Any]], list[bytes]]:
-        params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
-        binary_default = bool(params.get("binary_data_output", False)) if params else False
-        requested = body.get("outputs")
-        if requested is None:
-            requested = [{"name": "logits"}]
-        if not isinstance(requested, list):
-            raise InvalidInput('"outputs" must be a list')
+    def _infer_outputs(
+        self, requested: tuple[parsing.OutputRequest, ...], logits: np.ndarray
+    ) -> tuple[list[dict[str, Any]], list[bytes]]:
         outputs, blobs = [], []
         for spec in requested:
-            name = spec.get("name") if isinstance(spec, dict) else None
-            if name != "logits":
-                raise InvalidInput(f"unknown output {name!r}; the model's output is 'logits'")
-            out_params = spec.get("parameters") or {}
-            binary = bool(out_params.get("binary_data", binary_default))
-            classes = int(out_params.get("classification", 0) or 0)
-            if classes > 0:
+            if spec.classification > 0:
                 probabilities = processing.softmax(logits)
-                k = min(classes, probabilities.shape[1])
+                k = min(spec.classification, probabilities.shape[1])
                 # Triton's classification format: "<score>:<class index>:<label>", best first.
                 rows = [
                     [f"{p[i]:f}:{i}:{self.labels[i]}" for i in np.argsort(-p, kind="stable")[:k]]
                     for p in probabilities
                 ]
-                entry: dict[str, Any] = {"name": name, "datatype": "BYTES", "shape": [len(rows), k]}
+                entry: dict[str, Any] = {"name": spec.name, "datatype": "BYTES", "shape": [len(rows), k]}
                 flat = [s for row in rows for s in row]
-                if binary:
-                    blob = _serialize_bytes([s.encode() for s in flat])
+                if spec.binary:
+                    blob = parsing.serialize_bytes([s.encode() for s in flat])
                     entry["parameters"] = {"binary_data_size": len(blob)}
                     blobs.append(blob)
                 else:
                     entry["data"] = flat
             else:
-                entry = {"name": name, "datatype": "FP32", "shape": list(logits.shape)}
-                if binary:
+                entry = {"name": spec.name, "datatype": "FP32", "shape": list(logits.shape)}
+                if spec.binary:
                     blob = logits.astype("<f4").tobytes()
                     entry["parameters"] = {"binary_data_size": len(blob)}
                     blobs.append(blob)

@@ -25,6 +25,15 @@ class PayloadTooLarge(ServerError):
     status = 413
 
 
+class ClientClosed(ServerError):
+    """The client went away before its request was read: nginx's 499, never a server error.
+
+    Nothing is sent (there is nobody to send it to); the status only labels the
+    request in the metrics and the log."""
+
+    status = 499
+
+
 class ModelNotFound(ServerError):
     status = 404
 
