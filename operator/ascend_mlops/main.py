@@ -29,6 +29,7 @@ from ascend_mlops.reconcilers.runtime import Key, Runtime
 from ascend_mlops.settings import Settings, SettingsError
 
 MANAGED: dict[str, str] = {constants.LABEL_MANAGED_BY: constants.PRODUCT}
+WORKER_IDLE_SECONDS = 0.5
 MANAGED_SELECTOR = f"{constants.LABEL_MANAGED_BY}={constants.PRODUCT}"
 RECONCILERS = {
     constants.TRAINING_JOB: training.reconcile,
@@ -53,6 +54,10 @@ async def startup(
         raise kopf.PermanentError(f"invalid settings: {exc}") from None
     # One operator instance per cluster is enough for this workload; no peering objects needed.
     settings.peering.standalone = True
+    # Kopf keeps one worker task per object for a while after its last event; with
+    # thousands of objects changing at once those idle workers are most of the
+    # memory. Reconciles are cheap to start again, so let them go sooner.
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     # Only our own children matter: let the API server filter the pod and Deployment streams.
     settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
     settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
@@ -164,7 +169,7 @@ async def _object_event(
     key = Key(kind, namespace, name)
     if event_type == "DELETED":
         runtime.forget(key)
-    else:
+    elif not runtime.cache.is_echo(constants.API_VERSION, key.plural, handler_kwargs.get("body") or {}):
         await runtime.reconcile(key)
     # Whatever changed here may unblock or break what references it.
     runtime.poke_dependents(key)
@@ -209,8 +214,12 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def child_event(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+async def child_event(memo: kopf.Memo, body: kopf.Body, resource: kopf.Resource, **kwargs: Any) -> None:
     _attach(memo, kwargs)
+    runtime = _runtime(memo)
+    api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+    if runtime.cache.is_echo(api_version, resource.plural, body):
+        return  # the object as our own create or replace left it
     key = owner_key(body)
     if key is not None and key.namespace and key.name:
-        await _runtime(memo).reconcile(key)
+        await runtime.reconcile(key)

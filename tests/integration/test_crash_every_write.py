@@ -222,15 +222,26 @@ async def reference_run(tmp_path: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 async def crashed_run(tmp_path: Path, k: int) -> tuple[dict[str, Any], list[str]]:
+    """The flow with the operator killed after its k-th write; `[]` as the writes if this run never made k."""
     async with fresh_api() as api, Run(api, tmp_path) as run:
         run.proxy.stop_after_writes = k
         first = await run.operator()
         await run.apply_flow()
+        held = asyncio.create_task(run.proxy.held.wait())
+        done = asyncio.create_task(run.settle())
         try:
-            await asyncio.wait_for(run.proxy.held.wait(), 60)
+            # Timing decides a few writes (a status patch can fold two changes into one), so a
+            # run may finish in fewer than the reference's writes: then there is no k-th to crash at.
+            await asyncio.wait({held, done}, timeout=90, return_when=asyncio.FIRST_COMPLETED)
         finally:
             first.kill()  # SIGKILL: no cleanup, no last words
             await first.wait()
+            for task in (held, done):
+                task.cancel()
+            await asyncio.gather(held, done, return_exceptions=True)
+        if not run.proxy.held.is_set():
+            assert len(run.proxy.writes) < k, "neither killed nor settled within 90 s"
+            return await final_state(run.client), []
         crashed_after = list(run.proxy.writes)
         run.proxy.stop_after_writes = None
         second = await run.operator()
@@ -254,10 +265,16 @@ async def test_killed_after_every_write_the_restarted_operator_ends_in_the_same_
     assert not orphans(reference), orphans(reference)
     assert {"pods/flowers-worker-0", "pods/flowers-om-convert", "deployments/flowers-predictor"} <= reference.keys()
     failures: list[str] = []
+    crashes = 0
     for k in range(1, len(writes) + 1):
         state, crashed_after = await crashed_run(tmp_path / f"k{k}", k)
-        assert len(crashed_after) == k, crashed_after
+        if crashed_after:
+            assert len(crashed_after) == k, crashed_after
+            crashes += 1
+        where = f"killed after write {k} ({crashed_after[-1]})" if crashed_after else f"run {k}, finished in fewer than {k} writes"
         diff = differences(reference, state) + [f"orphan {o}" for o in orphans(state)]
         if diff:
-            failures.append(f"killed after write {k} ({crashed_after[-1]}):\n" + "\n".join(diff))
+            failures.append(f"{where}:\n" + "\n".join(diff))
     assert not failures, f"{len(failures)} of {len(writes)} crash points end differently:\n\n" + "\n\n".join(failures)
+    # Nearly every k is a real crash point (only the last few may be beyond a faster run).
+    assert crashes >= 0.8 * len(writes), f"only {crashes} of {len(writes)} runs were killed"

@@ -20,26 +20,45 @@ go to the API server as before.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ascend_mlops.api.constants import LABEL_OWNER_KIND, LABEL_OWNER_NAME
 
 OWNER: Final = "owner"  # index keys: (namespace, name) and (OWNER, namespace, owner kind, owner name)
 _DELETED: Final = None
+LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 PRUNE_AT: Final = 2048  # written entries kept before the ones the indices caught up with are dropped
 
 Resource = tuple[str, str]  # (api_version, plural)
 
 
 def index_entries(namespace: str | None, name: str | None, body: Mapping[str, Any], owner_kind: str | None, owner_name: str | None) -> dict[Any, Any]:
-    """What an index function returns for one object: it under its name, and under its owner when labelled with one."""
+    """What an index function returns for one object: it under its name, and under its owner when labelled with one.
+
+    Without what no reconcile reads and a real API server makes large: the
+    managed-fields bookkeeping and kubectl's last-applied copy of the object.
+    """
     obj = dict(body)
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    obj["metadata"] = meta
     entries: dict[Any, Any] = {(namespace, name): obj}
     if owner_kind and owner_name:
         entries[(OWNER, namespace, owner_kind, owner_name)] = obj
     return entries
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of a JSON-shaped value (dicts, lists, scalars): several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
 
 
 def _version(obj: Mapping[str, Any] | None) -> int | None:
@@ -60,6 +79,8 @@ class Cache:
     def __init__(self) -> None:
         self._indices: dict[Resource, Any] = {}  # (api_version, plural) -> kopf.Index
         self._written: dict[tuple[str, str, str | None, str], dict[str, Any] | None] = {}
+        self._written_names: dict[tuple[str, str, str | None], set[str]] = {}
+        self._echoes: dict[tuple[str, str, str | None, str], str] = {}  # -> resourceVersion our write produced
 
     def attach(self, indices: Mapping[Resource, Any]) -> None:
         """The indices Kopf passes to every handler (the same objects each time)."""
@@ -83,9 +104,9 @@ class Cache:
         if key in self._written:
             written = self._written[key]
             if not _index_caught_up(indexed, written):
-                return copy.deepcopy(written)
-            del self._written[key]
-        return copy.deepcopy(indexed)
+                return cast("dict[str, Any] | None", clone(written))
+            self._drop(key)
+        return cast("dict[str, Any] | None", clone(indexed))
 
     def owned(self, api_version: str, plural: str, namespace: str, owner_kind: str, owner_name: str) -> list[dict[str, Any]]:
         """Deep copies of the objects labelled with this owner, as last seen or written."""
@@ -93,29 +114,58 @@ class Cache:
         found: dict[str, dict[str, Any] | None] = {}
         for value in index.get((OWNER, namespace, owner_kind, owner_name)) or ():
             found[str(value["metadata"]["name"])] = dict(value)
-        for (a, p, ns, name), written in list(self._written.items()):
-            if (a, p, ns) != (api_version, plural, namespace):
-                continue
+        for name in list(self._written_names.get((api_version, plural, namespace), ())):
+            written = self._written.get((api_version, plural, namespace, name))
             indexed = found.get(name)
             if _index_caught_up(indexed, written):
                 continue
             labels = ((written or {}).get("metadata") or {}).get("labels") or {}
             if written is _DELETED or (labels.get(LABEL_OWNER_KIND) == owner_kind and labels.get(LABEL_OWNER_NAME) == owner_name):
                 found[name] = written
-        return [copy.deepcopy(obj) for obj in found.values() if obj is not None]
+        return [clone(obj) for obj in found.values() if obj is not None]
 
-    def wrote(self, api_version: str, plural: str, obj: Mapping[str, Any]) -> None:
-        """An object as the API server returned it after our write (or our read of the truth after a conflict)."""
+    def wrote(self, api_version: str, plural: str, obj: Mapping[str, Any], *, own: bool = True) -> None:
+        """An object as the API server returned it after our write (`own`), or as read after a conflict."""
         if not self.covers(api_version, plural):
             return
         meta = obj.get("metadata") or {}
-        self._written[(api_version, plural, meta.get("namespace"), str(meta.get("name")))] = copy.deepcopy(dict(obj))
-        self._prune()
+        rv = meta.get("resourceVersion")
+        if own and isinstance(rv, str):
+            if len(self._echoes) >= PRUNE_AT:
+                self._echoes.clear()  # echoes that never came (a later change overtook them): forget them
+            self._echoes[(api_version, plural, meta.get("namespace"), str(meta.get("name")))] = rv
+        self._remember((api_version, plural, meta.get("namespace"), str(meta.get("name"))), clone(dict(obj)))
+
+    def is_echo(self, api_version: str, plural: str, body: Mapping[str, Any]) -> bool:
+        """Whether a watch event brings exactly the version our own last write of the object produced.
+
+        Such an event says nothing the reconcile that wrote it did not know: it
+        needs no reconcile of its own (what depends on the object still does).
+        """
+        meta = body.get("metadata") or {}
+        key = (api_version, plural, meta.get("namespace"), str(meta.get("name")))
+        rv = meta.get("resourceVersion")
+        if rv is not None and self._echoes.get(key) == rv:
+            del self._echoes[key]
+            return True
+        return False
 
     def deleted(self, api_version: str, plural: str, namespace: str | None, name: str) -> None:
         if self.covers(api_version, plural):
-            self._written[(api_version, plural, namespace, name)] = _DELETED
-            self._prune()
+            self._remember((api_version, plural, namespace, name), _DELETED)
+
+    def _remember(self, key: tuple[str, str, str | None, str], value: dict[str, Any] | None) -> None:
+        self._written[key] = value
+        self._written_names.setdefault(key[:3], set()).add(key[3])
+        self._prune()
+
+    def _drop(self, key: tuple[str, str, str | None, str]) -> None:
+        self._written.pop(key, None)
+        names = self._written_names.get(key[:3])
+        if names is not None:
+            names.discard(key[3])
+            if not names:
+                del self._written_names[key[:3]]
 
     def _prune(self) -> None:
         """Drop what the indices have caught up with, now and then (entries are otherwise dropped when read)."""
@@ -125,10 +175,10 @@ class Cache:
             api_version, plural, namespace, name = key
             indexed = self._first(self._indices[(api_version, plural)].get((namespace, name)))
             if _index_caught_up(indexed, written):
-                del self._written[key]
+                self._drop(key)
 
     def forget_written(self, namespace: str | None, name: str) -> None:
         """Drop what we wrote about objects of this name (the owner is gone)."""
         for key in [k for k in self._written if k[2] == namespace and k[3] == name]:
-            del self._written[key]
+            self._drop(key)
 

@@ -271,7 +271,7 @@ class Runtime:
             existing = await self.client.get(api_version, plural, owner.namespace, name)
             if existing is None:
                 raise  # deleted in between; the next reconciliation creates it
-            self.cache.wrote(api_version, plural, existing)
+            self.cache.wrote(api_version, plural, existing, own=False)
             if not owned_by(existing, owner):
                 raise ChildConflict(
                     f"{body.get('kind')} {owner.namespace}/{name} already exists and does not belong to "
