@@ -50,20 +50,34 @@ def parse_reply(raw: bytes) -> Reply:
     return Reply(int(status_line.split()[1]), headers, body)
 
 
+def _complete(raw: bytes, head_request: bool) -> bool:
+    """The first answer in `raw` is all there (by its Content-Length), so there is no need to wait for EOF."""
+    head, found, body = raw.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    if head_request:
+        return True  # an answer to HEAD has no body, whatever its Content-Length says
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip() or 0)
+    return False
+
+
 def exchange(port: int, data: bytes, timeout: float = 30) -> Reply:
-    """Send `data`, read until the server closes, parse the (first) answer."""
+    """Send `data`, read the (first) answer: to its Content-Length, or until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered (413, 400) and closed before taking it all: read what it said
-        chunks = []
+        raw = b""
         try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
+            while not _complete(raw, data.startswith(b"HEAD ")) and (chunk := sock.recv(65536)):
+                raw += chunk
         except ConnectionResetError:
             pass
-    return parse_reply(b"".join(chunks))
+    return parse_reply(raw)
 
 
 class ThreadedServer:

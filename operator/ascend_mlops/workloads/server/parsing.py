@@ -305,10 +305,12 @@ def _parse_input(
         h, w = input_size
         if shape[1:] != [h, w, 3]:
             raise InvalidInput(f"FP32 images must have shape [N, {h}, {w}, 3] (NHWC RGB in [0, 255]), got {shape}")
+        size = math.prod(shape)
+        if binary_size is not None and len(binary) != 4 * size:
+            raise InvalidInput(f"binary FP32 data for shape {shape} must be {4 * size} bytes, got {len(binary)}")
         data: np.ndarray = (
             np.frombuffer(binary, dtype="<f4") if binary_size is not None else _json_numbers(tensor.get("data"))
         )
-        size = math.prod(shape)
         if data.size != size:
             raise InvalidInput(f"inputs[0].data does not hold {size} FP32 values for shape {shape}: it holds {data.size}")
         return check_pixels(data.reshape(shape)), None
