@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -118,3 +119,50 @@ def test_sigterm_finishes_requests_in_flight_then_releases_acl(tiny_dynamic_om: 
     assert code == 0, server.log[-2000:]
     assert "released all ACL resources" in server.log
     assert "teardown:" not in server.log  # every release call succeeded
+
+
+def test_sigterm_answers_a_connection_whose_headers_were_still_arriving(tiny_version: Path, tmp_path: Path) -> None:
+    """A client connected and sent half its headers when SIGTERM arrives: it is answered (200) once it
+    finishes, a new connection is refused meanwhile, and the server exits 0 without waiting out the budget."""
+    budget = 60.0
+    args = [contract.FLAG_MODEL, str(tiny_version), contract.FLAG_BACKEND, "tensorflow",
+            contract.FLAG_METRICS_PORT, "0",  # so that reading the metrics is not itself a connection on the port
+            "--shutdown-timeout", str(budget), contract.FLAG_TERMINATION_LOG, str(tmp_path / "termination-log")]
+    with ServerProcess(args) as server:
+        server.wait_ready()
+
+        def metric(line: str) -> bool:
+            url = f"http://127.0.0.1:{server.metrics_port}{contract.METRICS_PATH}"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return line in response.read().decode()
+
+        boundary = "b0undary"
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.jpg\"\r\n\r\n"
+        ).encode() + image_bytes("blue") + f"\r\n--{boundary}--\r\n".encode()
+        head = (
+            f"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+        ).encode()
+        slow = socket.create_connection(("127.0.0.1", server.port or 0), timeout=60)
+        slow.sendall(head[:30])  # "POST / HTTP/1.1\r\nHost: x\r\nCon"
+        wait_for(lambda: metric("ascend_mlops_server_open_connections 1.0"), timeout=60, what="the slow client accepted")
+
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "answering 1 connection(s)" in server.log, timeout=60, what="the drain started")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port or 0), timeout=10).close()
+
+        slow.sendall(head[30:] + body)  # the client finishes sending after SIGTERM
+        answered = time.monotonic()
+        response = b""
+        while chunk := slow.recv(65536):
+            response += chunk
+        slow.close()
+        code = server.wait_exit()
+        exited = time.monotonic() - answered
+    assert response.startswith(b"HTTP/1.1 200"), response[:300]
+    assert json.loads(response.split(b"\r\n\r\n", 1)[1])["predicted_label"] == "blue"
+    assert code == 0, server.log[-2000:]
+    assert exited < budget / 2, f"exited {exited:.1f}s after the answer: it waited out the budget"
+    assert "still unanswered" not in server.log

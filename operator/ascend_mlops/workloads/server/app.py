@@ -113,6 +113,7 @@ class InferenceServer:
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self.connections = ConnectionTracker()
+        self.metrics.connections.set_function(lambda: self.connections.open)
         self._page = ""
         self._closed = False
         self._in_flight = 0  # inference requests being handled, for the batcher

@@ -37,6 +37,9 @@ class ServerMetrics:
             METRIC_AUTH, "Requests to token-protected routes by outcome: ok, missing (no token) or invalid (a wrong one)",
             ["outcome"], registry=r,
         )
+        self.connections = Gauge(
+            f"{PREFIX}_open_connections", "Client connections open on the serving port, counted from their accept", registry=r
+        )
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Images waiting for a batch", registry=r)
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 when the model is loaded and serving", ["model"], registry=r)
         self.model_info = Gauge(
