@@ -95,6 +95,14 @@ class ThreadedServer:
     async def _make(config: ServerConfig, backend: Backend) -> InferenceServer:
         return InferenceServer(config, backend)  # in the loop: its asyncio objects belong to it
 
+    @staticmethod
+    async def _cancel_the_rest() -> None:
+        """As asyncio.run does when it ends: no task is left pending when the loop closes."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def call(self, coro: Any, timeout: float = 120) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
@@ -115,6 +123,7 @@ class ThreadedServer:
     def close(self) -> None:
         try:
             self.call(self.server.stop())
+            self.call(self._cancel_the_rest())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(30)

@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 
 @dataclass
@@ -32,7 +32,7 @@ class _Connection:
     handler: web.RequestHandler
     owed: bool = True  # accepted, or bytes of a new request received, and not answered yet
     requests: int = 0  # requests being handled (between the middleware's start and end)
-    discarding: bool = False  # answered before its body was read: the rest of the body is not a request
+    discarding: StreamReader | None = None  # answered before this body was read: its rest is not a request
 
 
 class ConnectionTracker:
@@ -60,11 +60,14 @@ class ConnectionTracker:
 
     def _received(self, handler: web.RequestHandler) -> None:
         conn = self._connections.get(handler)
-        if conn is not None and conn.requests == 0 and not conn.discarding:
+        if conn is not None and conn.requests == 0 and conn.discarding is None:
             conn.owed = True  # the first bytes of the next request (between requests, bytes can be nothing else)
 
     def _lost(self, handler: web.RequestHandler) -> None:
-        self._connections.pop(handler, None)
+        conn = self._connections.pop(handler, None)
+        if conn is not None and conn.discarding is not None:
+            # aiohttp would wait up to its lingering time (10 s) for the rest of a body that can no longer come.
+            conn.discarding.feed_eof()
         self._changed()
 
     # -- events: from the middleware ------------------------------------------------------------------
@@ -72,7 +75,7 @@ class ConnectionTracker:
         conn = self._connections.get(request.protocol)
         if conn is not None:
             conn.requests += 1
-            conn.owed, conn.discarding = True, False
+            conn.owed, conn.discarding = True, None
 
     def request_finished(self, request: web.BaseRequest, response: web.StreamResponse | None) -> None:
         """The handler is done; `response` is about to be written (None: cancelled). Once per request_started."""
@@ -90,7 +93,7 @@ class ConnectionTracker:
         conn.requests -= 1
         if conn.requests:
             return
-        conn.owed, conn.discarding = False, not consumed
+        conn.owed, conn.discarding = False, None if consumed else body
         if self._draining:
             if response is not None:
                 response.force_close()  # `Connection: close`: the client knows not to send another request
