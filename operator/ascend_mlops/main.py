@@ -100,24 +100,25 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 # --- what the watches have seen (reconcilers/cache.py) ----------------------------------
 # Kopf fills every index from its initial listing before it calls any handler,
-# and keeps it current from the same watch streams.
+# and keeps it current from the same watch streams. Coroutines, so that Kopf calls
+# them in its loop rather than handing each event to a thread.
 def _entries(namespace: str | None, name: str | None, body: kopf.Body, labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[Any, Any]:
     owner_name = annotations.get(ANNOTATION_OWNER_NAME) or labels.get(constants.LABEL_OWNER_NAME)
     return index_entries(namespace, name, body, labels.get(constants.LABEL_OWNER_KIND), owner_name)
 
 
 @kopf.index("v1", "pods", labels=MANAGED)
-def pod_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
+async def pod_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
     return _entries(namespace, name, body, labels, annotations)
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployment_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
+async def deployment_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
     return _entries(namespace, name, body, labels, annotations)
 
 
 @kopf.index("v1", "services", labels=MANAGED)
-def service_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
+async def service_index(namespace: str | None, name: str | None, body: kopf.Body, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[Any, Any]:
     return _entries(namespace, name, body, labels, annotations)
 
 
@@ -127,22 +128,22 @@ def _resource_entries(namespace: str | None, name: str | None, body: kopf.Body, 
 
 # One index per kind (names repeat across kinds: a TrainingJob and an InferenceService "flowers").
 @kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.TRAINING_JOB])
-def trainingjob_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def trainingjob_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return _resource_entries(namespace, name, body)
 
 
 @kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.MODEL_CONVERSION])
-def modelconversion_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def modelconversion_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return _resource_entries(namespace, name, body)
 
 
 @kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.INFERENCE_SERVICE])
-def inferenceservice_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def inferenceservice_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return _resource_entries(namespace, name, body)
 
 
 @kopf.index(constants.GROUP, constants.VERSION, constants.PLURALS[constants.BATCH_PREDICTION])
-def batchprediction_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def batchprediction_index(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return _resource_entries(namespace, name, body)
 
 
