@@ -1,17 +1,21 @@
-"""Fine-tuning from a Keras ImageNet weights file, in process: two phases, frozen batch norm."""
+"""Fine-tuning from a Keras ImageNet weights file: two phases, frozen batch norm (in process), and the
+same through the real command line."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ascend_mlops.api import contract
 from ascend_mlops.workloads.trainer import dataset, params, progress
 from tests.conftest import TINY_CLASSES, TINY_IMAGE_SIZE
+from tests.helpers import run_cli
 
-from .conftest import write_keras_applications_h5
+from .conftest import summary, train_args, write_keras_applications_h5
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -65,3 +69,29 @@ def test_two_phases_with_the_backbone_frozen_first(tmp_path: Path, tiny_dataset:
     assert result.phases == ["head", "head", "full"]
     assert backbone.trainable
     assert any(not np.array_equal(a, b) for a, b in zip(pretrained, backbone.get_weights(), strict=True))
+
+
+def test_fine_tuning_from_the_command_line(tmp_path: Path, tiny_dataset: Path) -> None:
+    """The real `ascend-mlops train --weights <published notop file>`: two phases in the
+    progress lines on stderr and in metrics.json, the head phase at the full rate."""
+    size = TINY_IMAGE_SIZE
+    keras.utils.set_random_seed(3)
+    network = keras.applications.MobileNet(include_top=True, weights=None, input_shape=(size, size, 3))
+    weights = write_keras_applications_h5(network, tmp_path / models.ALGORITHMS["mobilenet_v1"].notop_file,
+                                          last_layer="conv_pw_13_relu")
+    log = tmp_path / "log"
+    result = run_cli(train_args(tiny_dataset, tmp_path / "out", log, "mobilenet_v1", "epochs=3", "freeze_epochs=2",
+                                "learning_rate=0.02", extra=[contract.FLAG_WEIGHTS, str(weights)]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warm start: loaded 135 of 135 backbone weight tensors" in result.stderr
+    lines = result.stderr.splitlines()
+    phase_lines = [i for i, line in enumerate(lines) if " INFO phase " in line]
+    epoch_lines = [i for i, line in enumerate(lines) if progress.parse(line)]
+    assert len(phase_lines) == 2 and len(epoch_lines) == 3
+    assert phase_lines[0] < epoch_lines[0] < epoch_lines[1] < phase_lines[1] < epoch_lines[2]
+    assert "phase 1/2 (head): epochs 1-2" in lines[phase_lines[0]]
+    assert "phase 2/2 (full): epochs 3-3, training the whole network; learning rate 0.002" in lines[phase_lines[1]]
+    assert [lines[i].split("phase=")[1].split()[0] for i in epoch_lines] == ["head", "head", "full"]
+    metrics = json.loads((tmp_path / "out" / summary(log)[contract.SUMMARY_VERSION] / contract.METRICS_FILE).read_text())
+    assert [e["phase"] for e in metrics["history"]] == ["head", "head", "full"]
+    assert metrics["hyperparameters"]["freeze_epochs"] == 2
