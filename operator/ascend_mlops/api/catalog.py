@@ -48,8 +48,13 @@ RECIPE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
         "fine_tune_lr_scale": 1.0,  # with --weights: learning-rate factor once the backbone trains
     },
     RECIPE_TUNED: {
+        # Measured on the flower photos (mobilenet_v1, 128x128, 9 epochs from random weights, 2 CPU
+        # cores; validation accuracy, docs/trainer.md): learning rate 0.01 -> 0.58, 0.02 -> 0.61,
+        # 0.05 -> 0.55; batch 16 (at 0.01) -> 0.57 and ~20% fewer images/s; crop_scale 0.35 -> 0.58,
+        # crop_scale 0.8 without jitter -> 0.59. With --weights the whole network then trains at
+        # 0.02 x fine_tune_lr_scale 0.1 = 0.002, ModelArts' documented fine-tuning rate.
         "batch_size": 32,
-        "learning_rate": 0.05,
+        "learning_rate": 0.02,
         "momentum": 0.9,
         "weight_decay": 0.00004,
         "epochs": 100,

@@ -122,3 +122,21 @@ def test_weights_file_must_exist(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert params.weights_file(None) is None
     with pytest.raises(ParameterError, match="--weights"):
         params.weights_file(str(tmp_path / "missing.h5"))
+
+
+def test_the_crd_states_each_recipes_defaults() -> None:
+    """The TrainingJob CRD's descriptions (and from them docs/resources.md and the README) quote the defaults."""
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")
+    crd = yaml.safe_load((Path(__file__).resolve().parents[3] / "crds" / "ascend.mlops.dev_trainingjobs.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    fields = schema["properties"]["spec"]["properties"]["algorithm"]["properties"]["hyperparameters"]["properties"]
+    tuned, modelarts = catalog.RECIPE_DEFAULTS[catalog.RECIPE_TUNED], catalog.RECIPE_DEFAULTS[catalog.RECIPE_MODELARTS]
+    for name in catalog.RECIPE_DEFAULTS[catalog.RECIPE_TUNED]:
+        description = " ".join(fields[name]["description"].split())
+        if tuned[name] == modelarts[name]:
+            assert f"Default {tuned[name]:g}." in description, (name, description)
+        else:
+            assert f"Default {tuned[name]:g} (recipe tuned), {modelarts[name]:g} (recipe modelarts)." in description, (
+                name, description)
