@@ -6,15 +6,18 @@ the same way and what one pod writes the next one finds.
 
 Mapping (documented in docs/operator.md):
 
-* `pvc://<claim>/<path>` -> a `persistentVolumeClaim` volume for the whole claim,
-  mounted at the role's mount path (read-only for inputs); the container path is
-  `<mount path>/<path>`. Mounting the claim root rather than a subPath keeps
-  output directories that do not exist yet usable (the workload creates them) and
-  lets a file (a .om, a labels.txt) be addressed like a directory.
-* `file:///<path>` -> a `hostPath` volume mounted at the role's mount path:
-  type `DirectoryOrCreate` for outputs, `Directory` for inputs. When the URI names
-  a file, its parent directory is mounted and the container path is
-  `<mount path>/<file name>`.
+* `pvc://<claim>/<path>` -> one `persistentVolumeClaim` volume per claim in the pod,
+  whatever the number of locations on it, mounted at each role's mount path
+  (read-only on the mount for inputs, never on the volume); the container path is
+  `<mount path>/<path>`. A kubelet mounts a claim once per pod: a second volume
+  for the same claim never becomes mounted and the pod never starts
+  (kubernetes/kubernetes#51853). Mounting the claim root rather than a subPath
+  keeps output directories that do not exist yet usable (the workload creates
+  them) and lets a file (a .om, a labels.txt) be addressed like a directory.
+* `file:///<path>` -> one `hostPath` volume per host directory, mounted at each
+  role's mount path: type `DirectoryOrCreate` when some role writes there,
+  `Directory` otherwise. When the URI names a file, its parent directory is
+  mounted and the container path is `<mount path>/<file name>`.
 * `s3://<bucket>/<prefix>` and `obs://<bucket>/<prefix>` -> no volume: the URI
   itself is the container path (the workloads speak object storage). A pod with
   at least one such location also gets `object_storage_access()`: a scratch
@@ -22,12 +25,17 @@ Mapping (documented in docs/operator.md):
   storage Secret's keys as `AWS_*` variables through `secretKeyRef` (only the
   known keys, so nothing else in the Secret reaches the pod, and no value ever
   appears in a manifest).
+
+Volume names come from what is mounted (the claim, the host directory), not
+from the role, so that `merge()` gives one volume per claim or directory.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -41,7 +49,7 @@ SCRATCH_VOLUME: Final = "scratch"
 
 
 class Role(enum.Enum):
-    """What a location is for: decides the mount path, the volume name and read-only-ness."""
+    """What a location is for: decides the mount path and read-only-ness."""
 
     DATASET = ("dataset", contract.MOUNT_DATASET, False)
     OUTPUT = ("output", contract.MOUNT_OUTPUT, True)
@@ -50,8 +58,8 @@ class Role(enum.Enum):
     LABELS = ("labels", MOUNT_LABELS, False)
     WEIGHTS = ("weights", contract.MOUNT_WEIGHTS, False)
 
-    def __init__(self, volume: str, mount_path: str, writable: bool) -> None:
-        self.volume = volume
+    def __init__(self, label: str, mount_path: str, writable: bool) -> None:
+        self.label = label
         self.mount_path = mount_path
         self.writable = writable
 
@@ -65,46 +73,86 @@ class Mount:
     path: str = ""
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_VOLUME_NAME_MAX = 63  # a volume name is a DNS-1123 label
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def claim_volume_name(claim: str) -> str:
+    """`pvc-<claim>`, or a readable prefix and a digest where the claim is not a short DNS label."""
+    name = f"pvc-{claim}"
+    if _DNS_LABEL.match(claim) and len(name) <= _VOLUME_NAME_MAX:
+        return name
+    readable = re.sub(r"[^a-z0-9]+", "-", claim.lower()).strip("-")[:40].strip("-")
+    return f"pvc-{readable}-{_digest(claim)}".replace("--", "-")
+
+
+def host_volume_name(host_dir: str) -> str:
+    """`host-<last path parts>-<digest of the whole path>`: different directories never share a name."""
+    readable = re.sub(r"[^a-z0-9]+", "-", host_dir.lower()).strip("-")[-40:].strip("-")
+    return f"host-{readable}-{_digest(host_dir)}" if readable else f"host-{_digest(host_dir)}"
+
+
 def mount(uri: StorageURI, role: Role, *, is_file: bool = False) -> Mount:
     """Resolve `uri` for `role`. `is_file` says the URI names a file, not a directory."""
     if uri.is_object_storage:
         return Mount(path=str(uri))
-    name = f"{role.volume}-storage"
-    volume_mount: dict[str, Any] = {"name": name, "mountPath": role.mount_path}
-    if not role.writable:
-        volume_mount["readOnly"] = True
     if uri.scheme == SCHEME_PVC:
         assert uri.claim is not None
+        name = claim_volume_name(uri.claim)
         volume: dict[str, Any] = {"name": name, "persistentVolumeClaim": {"claimName": uri.claim}}
-        if not role.writable:
-            volume["persistentVolumeClaim"]["readOnly"] = True
         path = posixpath.join(role.mount_path, uri.path) if uri.path else role.mount_path
-        return Mount([volume], [volume_mount], path)
-    if uri.scheme == SCHEME_FILE:
+    elif uri.scheme == SCHEME_FILE:
         if is_file:
             host_dir = posixpath.dirname(uri.path) or "/"
             path = posixpath.join(role.mount_path, posixpath.basename(uri.path))
         else:
             host_dir = uri.path
             path = role.mount_path
+        name = host_volume_name(host_dir)
         host_type = "DirectoryOrCreate" if role.writable else "Directory"
         volume = {"name": name, "hostPath": {"path": host_dir, "type": host_type}}
-        return Mount([volume], [volume_mount], path)
-    raise ValueError(f"unsupported storage scheme {uri.scheme!r}")
+    else:
+        raise ValueError(f"unsupported storage scheme {uri.scheme!r}")
+    volume_mount: dict[str, Any] = {"name": name, "mountPath": role.mount_path}
+    if not role.writable:
+        volume_mount["readOnly"] = True
+    return Mount([volume], [volume_mount], path)
+
+
+def _combined(existing: dict[str, Any], volume: dict[str, Any]) -> dict[str, Any]:
+    """One volume for two locations on the same claim or directory: created if either role writes."""
+    if existing == volume:
+        return existing
+    if "hostPath" in existing and "hostPath" in volume and existing["hostPath"]["path"] == volume["hostPath"]["path"]:
+        writable = "DirectoryOrCreate" in (existing["hostPath"]["type"], volume["hostPath"]["type"])
+        return {**existing, "hostPath": {**existing["hostPath"], "type": "DirectoryOrCreate" if writable else "Directory"}}
+    raise ValueError(f"two different locations share the volume name {volume['name']!r}")
 
 
 def merge(*mounts: Mount) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and volume mounts of several locations, each volume once."""
+    """Volumes and volume mounts of several locations: each claim and host directory one volume."""
     volumes: dict[str, dict[str, Any]] = {}
     volume_mounts: dict[str, dict[str, Any]] = {}
     for item in mounts:
         for volume in item.volumes:
-            existing = volumes.setdefault(volume["name"], volume)
-            if existing != volume:
-                raise ValueError(f"two different locations share the volume name {volume['name']!r}")
+            volumes[volume["name"]] = _combined(volumes.get(volume["name"], volume), volume)
         for vm in item.volume_mounts:
             volume_mounts.setdefault(vm["mountPath"], vm)
     return list(volumes.values()), list(volume_mounts.values())
+
+
+def claims_mounted_twice(pod_spec: dict[str, Any]) -> list[str]:
+    """Claims that more than one volume of `pod_spec` names: a kubelet never starts such a pod."""
+    seen: dict[str, int] = {}
+    for volume in pod_spec.get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim:
+            seen[claim] = seen.get(claim, 0) + 1
+    return sorted(claim for claim, count in seen.items() if count > 1)
 
 
 # ---------------------------------------------------------------------------

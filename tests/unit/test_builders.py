@@ -13,7 +13,7 @@ from ascend_mlops.api.specs import (
 )
 from ascend_mlops.builders import common, conversion, inference, serving, training
 from ascend_mlops.settings import Settings
-from ascend_mlops.storage import MOUNT_LABELS
+from ascend_mlops.storage import MOUNT_LABELS, host_volume_name
 
 SETTINGS = Settings.from_env({})
 TJ = common.Owner(kind=constants.TRAINING_JOB, name="flowers", namespace="ml", uid="uid-tj")
@@ -79,7 +79,10 @@ def test_training_pod() -> None:
     )
     assert "TF_CONFIG" not in {e["name"] for e in container["env"]}
     claims = {v["name"]: v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"dataset-storage": {"claimName": "data", "readOnly": True}, "output-storage": {"claimName": "data"}}
+    # Dataset and output share the claim: one volume, two mounts (read-only on the mount).
+    assert claims == {"pvc-data": {"claimName": "data"}}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"] if m["name"] == "pvc-data"}
+    assert mounts[contract.MOUNT_DATASET]["readOnly"] is True and "readOnly" not in mounts[contract.MOUNT_OUTPUT]
     assert training.build_services(training_spec(), TJ) == []
 
 
@@ -108,7 +111,7 @@ def test_training_user_overrides() -> None:
     assert pod["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     args = container["args"]
     assert args[args.index(contract.FLAG_WEIGHTS) + 1] == f"{contract.MOUNT_WEIGHTS}/mobilenet.h5"
-    assert {"name": "weights-storage", "hostPath": {"path": "/srv/weights", "type": "Directory"}} in pod["spec"]["volumes"]
+    assert {"name": host_volume_name("/srv/weights"), "hostPath": {"path": "/srv/weights", "type": "Directory"}} in pod["spec"]["volumes"]
 
 
 def test_multi_worker_training_gets_tf_config_and_headless_services() -> None:
@@ -166,8 +169,8 @@ def test_conversion_of_a_pb_file_on_host_path() -> None:
     pod = conversion.build_pod(spec, MC, SETTINGS, source=source, output=parse_storage_uri("file:///srv/om", "f"), attempt=0)
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index(contract.FLAG_INPUT) + 1] == f"{contract.MOUNT_SOURCE}/frozen_graph.pb"
-    assert {"name": "source-storage", "hostPath": {"path": "/srv/g", "type": "Directory"}} in pod["spec"]["volumes"]
-    assert {"name": "output-storage", "hostPath": {"path": "/srv/om", "type": "DirectoryOrCreate"}} in pod["spec"]["volumes"]
+    assert {"name": host_volume_name("/srv/g"), "hostPath": {"path": "/srv/g", "type": "Directory"}} in pod["spec"]["volumes"]
+    assert {"name": host_volume_name("/srv/om"), "hostPath": {"path": "/srv/om", "type": "DirectoryOrCreate"}} in pod["spec"]["volumes"]
 
 
 def isvc_spec(raw: dict[str, Any], settings: Settings = SETTINGS):  # type: ignore[no-untyped-def]
@@ -195,6 +198,9 @@ def test_inference_deployment_requests_the_ascend_device() -> None:
         "limits": {"cpu": "3", "memory": "6Gi", "huawei.com/Ascend310": "1"},
     }
     assert pod["nodeSelector"] == {"accelerator": "huawei-Ascend310"}
+    # Serving through the preStop sleep while the endpoints catch up, then the server's own drain.
+    assert container["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
+    assert pod["terminationGracePeriodSeconds"] == 35
     assert pod["tolerations"] == [{"key": "huawei.com/Ascend310", "operator": "Exists", "effect": "NoSchedule"}]
     assert container["readinessProbe"]["httpGet"] == {"path": contract.HEALTH_READY_PATH, "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": contract.HEALTH_LIVE_PATH, "port": "http"}
@@ -334,7 +340,7 @@ def test_training_pod_on_object_storage_has_no_volume_for_it() -> None:
 def test_mixed_pvc_and_object_storage_training_pod() -> None:
     pod = training.build_pod(training_spec(output={"uri": "s3://runs/flowers"}), TJ, OBJECT_SETTINGS, index=0, attempt=0)
     names = [v["name"] for v in pod["spec"]["volumes"]]
-    assert names == ["dataset-storage", "scratch", "tmp"]
+    assert names == ["pvc-data", "scratch", "tmp"]
     assert_object_storage_pod(pod["spec"], "default-creds")
 
 
@@ -367,7 +373,7 @@ def test_conversion_from_pvc_to_object_storage() -> None:
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--input") + 1] == f"{contract.MOUNT_SOURCE}/runs/flowers/V001/frozen_graph"
     assert args[args.index("--output") + 1] == "s3://models/flowers/om"
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["source-storage", "scratch", "tmp"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["pvc-data", "scratch", "tmp"]
     assert_object_storage_pod(pod["spec"], "default-creds")
 
 
@@ -388,7 +394,7 @@ def test_inference_from_object_storage_with_pvc_labels() -> None:
     args = template["spec"]["containers"][0]["args"]
     assert args[args.index("--model") + 1] == "s3://models/flowers/om/model"
     assert args[args.index("--labels") + 1] == f"{MOUNT_LABELS}/runs/flowers/V001/labels.txt"
-    assert [v["name"] for v in template["spec"]["volumes"]] == ["labels-storage", "scratch", "tmp"]
+    assert [v["name"] for v in template["spec"]["volumes"]] == ["pvc-data", "scratch", "tmp"]
     assert template["metadata"]["annotations"][constants.ANNOTATION_MODEL_DIGEST] == "s3://models/flowers/om/model"
     assert_object_storage_pod(template["spec"], "default-creds", "2Gi")
     # Another model in the bucket rolls the Deployment.

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ascend_mlops.api import contract
@@ -8,6 +10,9 @@ from ascend_mlops.storage import (
     MOUNT_LABELS,
     Access,
     Role,
+    claim_volume_name,
+    claims_mounted_twice,
+    host_volume_name,
     merge,
     mount,
     object_storage_access,
@@ -21,25 +26,25 @@ def uri(text: str):  # type: ignore[no-untyped-def]
 
 def test_pvc_input_mounts_claim_root_read_only() -> None:
     m = mount(uri("pvc://data/flowers"), Role.DATASET)
-    assert m.volumes == [
-        {"name": "dataset-storage", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}}
-    ]
-    assert m.volume_mounts == [{"name": "dataset-storage", "mountPath": contract.MOUNT_DATASET, "readOnly": True}]
+    assert m.volumes == [{"name": "pvc-data", "persistentVolumeClaim": {"claimName": "data"}}]
+    # Read-only on the mount, never on the volume: the same claim may be written through another mount.
+    assert m.volume_mounts == [{"name": "pvc-data", "mountPath": contract.MOUNT_DATASET, "readOnly": True}]
     assert m.path == f"{contract.MOUNT_DATASET}/flowers"
 
 
 def test_pvc_output_is_writable_and_root_claim_maps_to_mount_path() -> None:
     m = mount(uri("pvc://runs"), Role.OUTPUT)
-    assert m.volumes == [{"name": "output-storage", "persistentVolumeClaim": {"claimName": "runs"}}]
-    assert m.volume_mounts == [{"name": "output-storage", "mountPath": contract.MOUNT_OUTPUT}]
+    assert m.volumes == [{"name": "pvc-runs", "persistentVolumeClaim": {"claimName": "runs"}}]
+    assert m.volume_mounts == [{"name": "pvc-runs", "mountPath": contract.MOUNT_OUTPUT}]
     assert m.path == contract.MOUNT_OUTPUT
 
 
 def test_file_output_creates_directory_input_requires_it() -> None:
     out = mount(uri("file:///srv/runs/flowers"), Role.OUTPUT)
     assert out.volumes == [
-        {"name": "output-storage", "hostPath": {"path": "/srv/runs/flowers", "type": "DirectoryOrCreate"}}
+        {"name": host_volume_name("/srv/runs/flowers"), "hostPath": {"path": "/srv/runs/flowers", "type": "DirectoryOrCreate"}}
     ]
+    assert out.volumes[0]["name"].startswith("host-srv-runs-flowers-")
     assert out.path == contract.MOUNT_OUTPUT
     src = mount(uri("file:///srv/runs/flowers/V001/frozen_graph"), Role.SOURCE)
     assert src.volumes[0]["hostPath"] == {"path": "/srv/runs/flowers/V001/frozen_graph", "type": "Directory"}
@@ -64,14 +69,54 @@ def test_artifacts_written_by_one_pod_are_found_by_the_next() -> None:
     assert trainer_view.removeprefix(contract.MOUNT_OUTPUT) == converter_view.removeprefix(contract.MOUNT_SOURCE)
 
 
-def test_merge_deduplicates_and_detects_clashes() -> None:
+def test_merge_gives_one_volume_per_claim_each_role_its_own_mount() -> None:
     a = mount(uri("pvc://data/flowers"), Role.DATASET)
     b = mount(uri("pvc://data/runs"), Role.OUTPUT)
     volumes, mounts = merge(a, b, a)
-    assert [v["name"] for v in volumes] == ["dataset-storage", "output-storage"]
-    assert [m["mountPath"] for m in mounts] == [contract.MOUNT_DATASET, contract.MOUNT_OUTPUT]
-    with pytest.raises(ValueError):
-        merge(a, mount(uri("pvc://other/flowers"), Role.DATASET))
+    assert volumes == [{"name": "pvc-data", "persistentVolumeClaim": {"claimName": "data"}}]
+    assert mounts == [
+        {"name": "pvc-data", "mountPath": contract.MOUNT_DATASET, "readOnly": True},
+        {"name": "pvc-data", "mountPath": contract.MOUNT_OUTPUT},
+    ]
+    other = mount(uri("pvc://other/flowers"), Role.SOURCE)
+    volumes, _ = merge(a, other)
+    assert [v["name"] for v in volumes] == ["pvc-data", "pvc-other"]
+
+
+def test_merge_gives_one_volume_per_host_directory_created_if_any_role_writes() -> None:
+    labels = mount(uri("file:///srv/runs/V001/labels.txt"), Role.LABELS, is_file=True)
+    output = mount(uri("file:///srv/runs/V001"), Role.OUTPUT)
+    volumes, mounts = merge(labels, output)
+    assert volumes == [{"name": host_volume_name("/srv/runs/V001"), "hostPath": {"path": "/srv/runs/V001", "type": "DirectoryOrCreate"}}]
+    assert [m["mountPath"] for m in mounts] == [MOUNT_LABELS, contract.MOUNT_OUTPUT]
+    # Nested directories are different host paths: two volumes, as a kubelet allows.
+    volumes, _ = merge(mount(uri("file:///srv/runs"), Role.DATASET), output)
+    assert len({v["name"] for v in volumes}) == 2
+
+
+@pytest.mark.parametrize(
+    "claim",
+    ["data", "a.b.c", "x" * 253, "Flowers-Data", "-"],
+)
+def test_volume_names_are_dns_labels_and_distinct(claim: str) -> None:
+    name = claim_volume_name(claim)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
+    assert name != claim_volume_name(claim + "x")
+    host = host_volume_name("/" + claim)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", host) and len(host) <= 63
+    assert host != host_volume_name("/" + claim + "/y")
+
+
+def test_claims_mounted_twice_finds_the_old_layout() -> None:
+    # What storage.py built before one volume per claim: a volume per role, the same claim twice.
+    old = {"volumes": [
+        {"name": "dataset-storage", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}},
+        {"name": "output-storage", "persistentVolumeClaim": {"claimName": "data"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]}
+    assert claims_mounted_twice(old) == ["data"]
+    volumes, _ = merge(mount(uri("pvc://data/a"), Role.DATASET), mount(uri("pvc://data/b"), Role.OUTPUT))
+    assert claims_mounted_twice({"volumes": volumes}) == []
 
 
 # --- object storage ---------------------------------------------------------------------

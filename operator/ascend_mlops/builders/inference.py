@@ -29,6 +29,10 @@ __all__ = [
     "deployment_name", "revision_service_name", "route_name", "service_name", "service_url",
 ]
 
+# Seconds a server pod keeps serving after its deletion, before its SIGTERM.
+PRESTOP_DRAIN_SECONDS: Final = 5
+
+
 def deployment_name(isvc: str, revision: str = constants.REVISION_STABLE) -> str:
     suffix = "" if revision == constants.REVISION_STABLE else f"-{revision}"
     return common.clip_name(f"{isvc}-predictor{suffix}")
@@ -116,6 +120,12 @@ def build_deployment(
     container["startupProbe"] = _probe(contract.HEALTH_LIVE_PATH, 5, 120)
     container["livenessProbe"] = _probe(contract.HEALTH_LIVE_PATH, 10, 3)
     container["readinessProbe"] = _probe(contract.HEALTH_READY_PATH, 5, 3)
+    # A deleted pod leaves the Service's endpoints while kube-proxy (or the
+    # ingress, the Gateway) still sends it new connections for a moment: the
+    # server keeps serving through the preStop sleep, and only then gets the
+    # SIGTERM that closes its listener. Without it a rollout refused a few
+    # connections on a real cluster (tests/cluster/test_serving.py).
+    container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_DRAIN_SECONDS)]}}}
     selector = common.selector_labels(owner, component)
     template_annotations = {
         # Changing the model changes the template, which rolls the Deployment.
@@ -144,7 +154,8 @@ def build_deployment(
                 "volumes": volumes,
                 "securityContext": common.pod_security_context(),
                 "automountServiceAccountToken": False,
-                "terminationGracePeriodSeconds": 30,
+                # The preStop sleep, then the server's --shutdown-timeout (25 s) to answer what it accepted.
+                "terminationGracePeriodSeconds": PRESTOP_DRAIN_SECONDS + 30,
                 **accelerator.scheduling(spec.pod, spec.accelerator, settings),
             },
         },
