@@ -28,6 +28,7 @@ WARNING_REASONS: Final = frozenset(
         Reason.PERMANENT_ERROR,
         Reason.POD_RESTARTED,
         Reason.POD_MISSING,
+        Reason.POD_START_TIMEOUT,
         Reason.REFERENCE_NOT_FOUND,
         Reason.REFERENCE_FAILED,
         Reason.CONVERSION_FAILED,
@@ -72,7 +73,14 @@ def transition_events(
     for condition in st.transitions(old_status, new_status, condition_types):
         reason = str(condition.get("reason"))
         kind = WARNING if reason in WARNING_REASONS else NORMAL
-        first = st.get_condition(old_status, str(condition["type"])) is None
+        before = st.get_condition(old_status, str(condition["type"]))
+        first = before is None
+        if condition["type"] == ConditionType.STALLED and condition.get("status") != st.TRUE and (
+            before is None or before.get("status") != st.TRUE
+        ):
+            # Stalled stays False and takes Reconciling's reason (set_kstatus): the same news as the
+            # summary condition's transition, which is posted; a second Warning would say it again.
+            continue
         if kind == NORMAL and first and not (condition.get("status") == st.TRUE and condition["type"] in MILESTONES):
             continue
         message = f"{condition['type']}={condition['status']}"

@@ -39,6 +39,7 @@ ENV_DOMAIN: Final = "ASCEND_MLOPS_DOMAIN"
 ENV_INGRESS_CLASS: Final = "ASCEND_MLOPS_INGRESS_CLASS"
 ENV_URL_SCHEME: Final = "ASCEND_MLOPS_URL_SCHEME"
 ENV_PROMETHEUS_ADDRESS: Final = "ASCEND_MLOPS_PROMETHEUS_ADDRESS"
+ENV_POD_START_TIMEOUT: Final = "ASCEND_MLOPS_POD_START_TIMEOUT"
 
 DRIVER_MOUNTS_RUNTIME: Final = "runtime"
 DRIVER_MOUNTS_HOSTPATH: Final = "hostpath"
@@ -100,6 +101,10 @@ class Settings:
     # Prometheus that scrapes the model servers, for KEDA ScaledObjects' prometheus trigger
     # (spec.autoscaling, metric concurrency); "" = no ScaledObjects, a HorizontalPodAutoscaler instead.
     prometheus_address: str = ""
+    # Seconds a workload or server pod may stay not running after it was scheduled (volumes
+    # mounting, the image pulled, the sandbox created) before its resource says so: the
+    # PodStartTimeout condition, with the kubelet's reason, and a Warning Event.
+    pod_start_timeout: int = 300
 
     @property
     def all_namespaces(self) -> bool:
@@ -149,6 +154,9 @@ class Settings:
             ingress_class=_ingress_class(text(ENV_INGRESS_CLASS, "")),
             url_scheme=_choice(ENV_URL_SCHEME, text(ENV_URL_SCHEME, defaults.url_scheme).lower(), URL_SCHEMES),
             prometheus_address=_prometheus(text(ENV_PROMETHEUS_ADDRESS, "")),
+            pod_start_timeout=_seconds(
+                ENV_POD_START_TIMEOUT, text(ENV_POD_START_TIMEOUT, str(defaults.pod_start_timeout))
+            ),
         )
 
 
@@ -175,6 +183,16 @@ def _port(name: str, value: str) -> int:
     if not 0 <= port <= 65535:
         raise SettingsError(f"{name}={port} is out of range; use 1-65535, or 0 to disable")
     return port
+
+
+def _seconds(name: str, value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a number of seconds; use a whole number such as 300") from None
+    if seconds < 1:
+        raise SettingsError(f"{name}={seconds} is too small; use a whole number of seconds, at least 1 (default 300)")
+    return seconds
 
 
 def _secret_name(value: str) -> str:

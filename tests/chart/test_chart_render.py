@@ -115,6 +115,7 @@ def test_non_default_values_reach_the_operator_settings() -> None:
     assert settings.gateway == ("gateway-system", "public") and settings.domain == "models.example.com"
     assert (settings.ingress_class, settings.url_scheme) == ("nginx", "https")
     assert settings.prometheus_address == "http://prometheus-operated.monitoring.svc:9090"
+    assert settings.pod_start_timeout == 600
     container = operator_container(docs)
     assert container["image"] == "registry.example.com/mirror/ascend-mlops/operator:0.1.0-rc1"
 
@@ -271,6 +272,7 @@ def test_crds_and_service_account_can_be_managed_elsewhere() -> None:
         (("replicaCount=2",), "replicaCount"),
         (("accelerator.driverMounts=privileged",), "driverMounts"),
         (("logFormat=xml",), "logFormat"),
+        (("podStartTimeoutSeconds=0",), "podStartTimeoutSeconds"),
         (("watchNamespaces[0]=Not_A_Namespace",), "watchNamespaces"),
         (("metrics.service.enabled=false", "metrics.serviceMonitor.enabled=true"), "metrics.service.enabled"),
         (("unknownValue=1",), "unknownValue"),
@@ -296,3 +298,17 @@ def test_notes_tell_what_to_apply_next() -> None:
     assert "kubectl wait --for=condition=Ready inferenceservices.ascend.mlops.dev" in notes
     assert "accelerator=huawei-Ascend310" in notes and "huawei.com/Ascend310:NoSchedule" in notes
     assert "simulator" in notes.lower()
+
+
+def test_notes_say_what_to_check_when_a_pod_waits() -> None:
+    helm = require_helm()
+    result = subprocess.run(
+        [helm, "install", "--dry-run=client", "demo", str(CHART), "--namespace", NAMESPACE, "--set", "podStartTimeoutSeconds=120"],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "KUBECONFIG": os.devnull},
+    )
+    assert result.returncode == 0, result.stderr
+    waits = result.stdout.split("NOTES:", 1)[1].split("If a pod waits", 1)[1]
+    assert "after 120 s" in waits and "PodStartTimeout" in waits
+    for reason in ("FailedScheduling", "FailedMount", "ErrImageNeverPull"):
+        assert reason in waits
+    assert "kubectl get events --field-selector involvedObject.name=<pod>" in waits

@@ -23,6 +23,7 @@ def test_defaults_match_the_contract() -> None:
     assert cfg.log_format == "plain"
     assert (cfg.storage_secret, cfg.scratch_size) == ("", "20Gi")
     assert (cfg.domain, cfg.ingress_class, cfg.url_scheme, cfg.prometheus_address) == ("", "", "http", "")
+    assert cfg.pod_start_timeout == 300
 
 
 def test_every_variable_is_read() -> None:
@@ -48,8 +49,10 @@ def test_every_variable_is_read() -> None:
             s.ENV_INGRESS_CLASS: "nginx",
             s.ENV_URL_SCHEME: "HTTPS",
             s.ENV_PROMETHEUS_ADDRESS: "http://prometheus-operated.monitoring.svc:9090/",
+            s.ENV_POD_START_TIMEOUT: " 45 ",
         }
     )
+    assert cfg.pod_start_timeout == 45
     assert cfg.gateway == ("gateway-system", "public") and cfg.domain == "models.example.com"
     assert (cfg.ingress_class, cfg.url_scheme) == ("nginx", "https")
     assert cfg.prometheus_address == "http://prometheus-operated.monitoring.svc:9090"
@@ -85,6 +88,8 @@ def test_every_variable_is_read() -> None:
         (s.ENV_STORAGE_SECRET, "S3_Creds", "not a Secret name"),
         (s.ENV_SCRATCH_SIZE, "lots", "not a size"),
         (s.ENV_SCRATCH_SIZE, "-1Gi", "not a size"),
+        (s.ENV_POD_START_TIMEOUT, "5m", "not a number of seconds"),
+        (s.ENV_POD_START_TIMEOUT, "0", "at least 1"),
         (s.ENV_INGRESS_CLASS, "Nginx_Class", "not an IngressClass name"),
         (s.ENV_URL_SCHEME, "ftp", "http, https"),
         (s.ENV_PROMETHEUS_ADDRESS, "prometheus:9090", "not an http(s) URL"),

@@ -78,10 +78,12 @@ go in the ClusterRole (all namespaces) or in one Role per watched namespace;
 cluster-scoped rules always go in the ClusterRole.
 */}}
 {{- define "ascend-mlops.rbac.namespacedRules" -}}
-# Kopf posts Events (kopf.event and per-object log messages).
+# Kopf posts Events (kopf.event and per-object log messages); the operator lists
+# the Warning Events of one pod (a field selector on its name) when that pod has
+# not started within podStartTimeoutSeconds, for the kubelet's reason.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 # Training workers and converter pods: created, watched, cleaned up.
 - apiGroups: [""]
   resources: ["pods"]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ascend_mlops.api import contract
+from ascend_mlops.storage import claims_mounted_twice
 
 # Host variables a process needs to start at all; nothing else leaks from the host.
 HOST_ENV_PASSTHROUGH = (
@@ -59,8 +60,35 @@ class ContainerPlan:
     mounts: list[tuple[str, Path]] = field(default_factory=list)
 
 
+def _refuse_claims_mounted_twice(pod: Mapping[str, Any]) -> None:
+    """As a real kubelet: a claim is mounted once per pod, so a second volume for it never mounts.
+
+    The kubelet waits for every volume, gives up after its timeout with this
+    message, and the pod stays ContainerCreating (kubernetes/kubernetes#51853).
+    """
+    twice = claims_mounted_twice(pod.get("spec", {}))
+    if not twice:
+        return
+    seen: set[str] = set()
+    waiting = []
+    for volume in pod.get("spec", {}).get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim in twice:
+            if claim in seen:
+                waiting.append(volume.get("name", ""))
+            seen.add(claim)
+    listed = " ".join(waiting)
+    raise PodConfigError(
+        "ContainerCreating",
+        f"Unable to attach or mount volumes: unmounted volumes=[{listed}], unattached volumes=[], "
+        f"failed to process volumes=[{listed}]: timed out waiting for the condition "
+        f"(claim {', '.join(twice)} is named by more than one volume: a kubelet mounts a claim once per pod)",
+    )
+
+
 def volume_dirs(pod: Mapping[str, Any], data_dir: Path, pod_dir: Path) -> dict[str, Path]:
     """Local directory (or file) for every volume of the pod."""
+    _refuse_claims_mounted_twice(pod)
     result: dict[str, Path] = {}
     for volume in pod.get("spec", {}).get("volumes") or []:
         name = volume.get("name", "")
