@@ -3,6 +3,7 @@
 # registry (CI does this; see images/README.md, "Build without a registry").
 #
 #   scripts/build-images.sh [--fresh] [IMAGE...]     # IMAGE: operator trainer converter server
+#                                                    # (or s3-test: the cluster tests' S3 server)
 #
 # 1. Stand-in bases, made with debootstrap from Debian's archive and
 #    `podman import`:
@@ -36,7 +37,7 @@ for arg in "$@"; do
     case "$arg" in
         --fresh) fresh=1 ;;
         -h | --help) sed -n '2,/^source/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        operator | trainer | converter | server) wanted+=("$arg") ;;
+        operator | trainer | converter | server | s3-test) wanted+=("$arg") ;;
         *) die "unknown argument '$arg' (images: ${IMAGES[*]})" ;;
     esac
 done
@@ -210,11 +211,11 @@ report="$STATE/build-report.tsv"
 for name in "${wanted[@]}"; do
     ref="$(image_ref "$name")"
     mapfile -t extra < <(build_args_for "$name")
-    log "building $ref (images/$name/Dockerfile${extra[*]:+ ${extra[*]}})"
+    log "building $ref (${name} Dockerfile${extra[*]:+ ${extra[*]}})"
     started=$SECONDS
     # --format docker: podman ignores SHELL (bash -o pipefail) in OCI format.
     if ! pm build "${LIMITS[@]}" --pull=never --network=host --layers --format docker \
-        --file "$REPO/images/$name/Dockerfile" --ignorefile "$REPO/images/$name/Dockerfile.dockerignore" \
+        --file "$(dockerfile_of "$name")" --ignorefile "$(dockerfile_of "$name").dockerignore" \
         --volume "$CA:/etc/ssl/certs/ca-certificates.crt:ro" --volume "$STATE/pip.conf:/etc/pip.conf:ro" \
         "${extra[@]}" --tag "$ref" "$REPO" >"$STATE/build-$name.log" 2>&1; then
         tail -n 40 "$STATE/build-$name.log" >&2

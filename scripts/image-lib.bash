@@ -22,6 +22,15 @@ die() { log "ERROR: $*"; exit 1; }
 
 image_ref() { printf '%s/%s:%s' "$PREFIX" "$1" "$TAG"; }
 
+# The Dockerfile of an image: images/<image>/, or the cluster tests' S3 server.
+dockerfile_of() {
+    if [ "$1" = s3-test ]; then
+        echo "$REPO/tests/cluster/s3server/Dockerfile"
+    else
+        echo "$REPO/images/$1/Dockerfile"
+    fi
+}
+
 # The default of a global ARG in one of the Dockerfiles.
 dockerfile_arg() {
     sed -n "s/^ARG $2=\(.*\)$/\1/p" "$REPO/images/$1/Dockerfile" | head -n1

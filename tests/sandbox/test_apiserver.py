@@ -14,7 +14,7 @@ from ascend_mlops.api import constants
 from ascend_mlops.sandbox import apiserver
 from ascend_mlops.sandbox.apiserver import APIServer, parse_target
 from ascend_mlops.sandbox.client import JSON_PATCH, APIStatusError, Client
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, eventually
 from tests.sandbox.conftest import GROUP, WIDGET_CRD, widget
 
 W = f"{GROUP}/v1"
@@ -198,6 +198,85 @@ async def test_orphan_propagation_keeps_dependents(client: Client) -> None:
     await client.request("DELETE", f"/apis/{W}/namespaces/default/widgets/owner2", params={"propagationPolicy": "Orphan"})
     kept = await client.get("v1", "configmaps", "default", "kept")
     assert kept is not None and not kept["metadata"].get("ownerReferences")
+
+
+async def test_a_dependent_created_without_a_live_owner_is_collected(client: Client) -> None:
+    """As a cluster's garbage collector does: the owner is looked up by kind, name and uid."""
+    owner = await client.create(W, "widgets", "default", widget("owner3"))
+    live = {"apiVersion": W, "kind": "Widget", "name": "owner3", "uid": owner["metadata"]["uid"]}
+    await client.create("v1", "configmaps", "default", {"metadata": {"name": "owned", "ownerReferences": [live]}})
+    for name, ref in {
+        "no-such-owner": {**live, "name": "absent", "uid": "0000"},
+        "stale-uid": {**live, "uid": "an-older-owner3"},
+    }.items():
+        created = await client.create("v1", "configmaps", "default", {"metadata": {"name": name, "ownerReferences": [ref]}})
+        assert created["metadata"]["name"] == name  # accepted, then collected
+    # An owner of a kind the API does not serve cannot be looked up: kept (a collector deletes nothing it cannot check).
+    unknown = {"apiVersion": "example.com/v1", "kind": "Gadget", "name": "g", "uid": "1111"}
+    await client.create("v1", "configmaps", "default", {"metadata": {"name": "unknown-owner", "ownerReferences": [unknown]}})
+    # The collector looks at each dependent a moment after its creation, in order: once one
+    # created after all the others is collected, it has looked at every one of them.
+    last = {**live, "name": "absent", "uid": "0001"}
+    await client.create("v1", "configmaps", "default", {"metadata": {"name": "collected-last", "ownerReferences": [last]}})
+
+    async def collected() -> bool:
+        return await client.get("v1", "configmaps", "default", "collected-last") is None
+
+    await eventually(collected, timeout=10, what="the last dangling dependent collected")
+    assert await client.get("v1", "configmaps", "default", "no-such-owner") is None
+    assert await client.get("v1", "configmaps", "default", "stale-uid") is None
+    assert await client.get("v1", "configmaps", "default", "owned") is not None
+    assert await client.get("v1", "configmaps", "default", "unknown-owner") is not None
+
+
+async def _invalid(coro: Any) -> str:
+    with pytest.raises(APIStatusError) as info:
+        await coro
+    assert info.value.status == 422, info.value
+    return info.value.message
+
+
+POD = {"metadata": {"name": "p"}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}
+
+
+async def test_what_a_cluster_refuses_to_change_or_store(client: Client) -> None:
+    """As upstream kube-apiserver v1.32 answers (tests/integration runs the same tests on one)."""
+    pod = await client.create("v1", "pods", "default", POD)
+    # What admission adds to a pod (not to a template).
+    assert pod["spec"]["serviceAccountName"] == "default" and pod["spec"]["enableServiceLinks"] is True
+    assert {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300} in pod["spec"]["tolerations"]
+    assert "Forbidden: pod updates may not change fields other than `spec.containers[*].image`" in await _invalid(
+        client.patch("v1", "pods", "default", "p", {"spec": {"restartPolicy": "Always"}}))
+    assert (await client.patch("v1", "pods", "default", "p", {"spec": {"containers": [{"name": "c", "image": "y"}]}}))["spec"]["containers"][0]["image"] == "y"
+    done = {"phase": "Succeeded", "containerStatuses": [{"name": "c", "ready": False, "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}]}
+    await client.patch("v1", "pods", "default", "p", {"status": done}, subresource="status")
+    again = {"phase": "Running", "containerStatuses": [{"name": "c", "ready": True, "restartCount": 0, "state": {"running": {}}}]}
+    assert "may not be transitioned to non-terminated state" in await _invalid(
+        client.patch("v1", "pods", "default", "p", {"status": again}, subresource="status"))
+    assert "must be no more than 63 characters" in await _invalid(
+        client.create("v1", "configmaps", "default", {"metadata": {"name": "c", "labels": {"a": "x" * 64}}}))
+    assert "a DNS-1035 label" in await _invalid(
+        client.create("v1", "services", "default", {"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}}))
+    svc = await client.create("v1", "services", "default", {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}})
+    assert "may not change once set" in await _invalid(client.patch("v1", "services", "default", "svc", {"spec": {"clusterIP": "10.96.99.99"}}))
+    replaced = await client.request("PUT", "/api/v1/namespaces/default/services/svc", body={**svc, "spec": {"ports": [{"port": 81}]}})
+    assert replaced["spec"]["clusterIP"] == svc["spec"]["clusterIP"]  # kept when an update leaves it out
+    dep = {"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+        "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+    await client.create("apps/v1", "deployments", "default", dep)
+    assert 'Deployment.apps "d" is invalid: spec.selector' in await _invalid(client.patch(
+        "apps/v1", "deployments", "default", "d", {"spec": {"selector": {"matchLabels": {"a": "c"}}, "template": {"metadata": {"labels": {"a": "c"}}}}}))
+    assert "status.readyReplicas: Invalid value: 2: cannot be greater than status.replicas" in await _invalid(client.patch(
+        "apps/v1", "deployments", "default", "d", {"status": {"replicas": 1, "readyReplicas": 2}}, subresource="status"))
+    assert "does not match event.namespace" in await _invalid(client.create("v1", "events", "default", {
+        "metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "other"}, "reason": "X", "message": "m"}))
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "things.example.k8s.io"},
+           "spec": {"group": "example.k8s.io", "scope": "Namespaced", "names": {"plural": "things", "kind": "Thing"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object"}}}]}}
+    assert "protected groups must have approval annotation" in await _invalid(
+        client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, crd))
+    empty = await client.create("v1", "configmaps", "default", {"metadata": {"name": "plain", "labels": {}, "annotations": {}}})
+    assert "labels" not in empty["metadata"] and "annotations" not in empty["metadata"]
 
 
 async def test_namespace_deletion_removes_its_objects(client: Client) -> None:

@@ -17,7 +17,9 @@ so this subclass adds it:
   resourceVersion (410 Gone once it is too old), initial events, bookmarks,
   `timeoutSeconds`;
 * finalizers and deletionTimestamp; owner-reference garbage collection
-  (background and orphan propagation); namespace deletion;
+  (background and orphan propagation, and a dependent created with owners
+  none of which exists is deleted, as a cluster's collector does); namespace
+  deletion;
 * CRDs served from `customresourcedefinitions` objects (loaded from `crds/`
   at startup or created through the API), with schema defaulting, pruning
   and validation (`schema.py`) and their printer columns;
@@ -55,6 +57,7 @@ import yaml
 from kmock._internal import rendering
 from kmock._internal.aiobus import Bus
 
+from ascend_mlops.api import crds
 from ascend_mlops.sandbox import objects as k8s
 from ascend_mlops.sandbox import schema as crd_schema
 from ascend_mlops.sandbox import tables
@@ -78,6 +81,12 @@ WATCH_HISTORY = 4000  # events kept per resource for watches that resume from a 
 OBJECT_HISTORY = 20  # versions kept per object (KMock keeps them all otherwise)
 BOOKMARK_INTERVAL = 20.0  # seconds; below Kopf's 70 s inactivity timeout
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # Service names
+_DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # Namespace names
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# CRDs in these groups need an API-review annotation (kubernetes/enhancements#1111).
+_PROTECTED_GROUP_RE = re.compile(r"(^|\.)(k8s\.io|kubernetes\.io)$")
+APPROVAL_ANNOTATION = "api-approved.kubernetes.io"
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what the API server uses for generateName
 
 
@@ -236,6 +245,7 @@ class SandboxKubernetes(kmock.KubernetesEmulator):
     _watchers: set[asyncio.Task[Any]] = attrs.field(factory=set, init=False)
     _cluster_ips: int = attrs.field(default=10, init=False)
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    _sweeps: set[asyncio.Task[Any]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -434,15 +444,60 @@ class SandboxKubernetes(kmock.KubernetesEmulator):
         if spec.key == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
             self._sync_crd(obj, None)
         await self._emit(spec, "ADDED", obj, None)
+        if self._dangling(obj):
+            task = asyncio.get_running_loop().create_task(self._collect_dangling(spec, namespace, name, meta["uid"]))
+            self._sweeps.add(task)
+            task.add_done_callback(self._sweeps.discard)
         return copy.deepcopy(obj)
 
+    def _dangling(self, obj: Mapping[str, Any]) -> bool:
+        """Owner references, none of them to an object that exists (same kind, name and uid).
+
+        A real garbage collector deletes such a dependent shortly after its creation. An owner
+        of a kind this API does not serve cannot be looked up: it is not dangling (a real
+        collector retries those, and deletes nothing).
+        """
+        meta = obj.get("metadata") or {}
+        refs = meta.get("ownerReferences") or []
+        if not refs:
+            return False
+        for ref in refs:
+            try:
+                owner_spec = self.spec_by_kind(str(ref.get("apiVersion") or ""), str(ref.get("kind") or ""))
+            except APIError:
+                return False
+            owner = self._stored(owner_spec, meta.get("namespace") if owner_spec.namespaced else None, str(ref.get("name") or ""))
+            if owner is not None and owner["metadata"].get("uid") == ref.get("uid"):
+                return False
+        return True
+
+    async def _collect_dangling(self, spec: ResourceSpec, namespace: str | None, name: str, uid: str) -> None:
+        await asyncio.sleep(0.05)  # the collector sees the dependent a moment after its creation
+        async with self._write_lock:
+            current = self._stored(spec, namespace, name)
+            if current is not None and current["metadata"]["uid"] == uid and self._dangling(current):
+                with contextlib.suppress(APIError):
+                    await self._delete(spec, namespace, name)
+
     def _check_name(self, spec: ResourceSpec, name: str) -> None:
-        if len(name) > 253 or not _NAME_RE.match(name):
+        if spec.kind == "Service":  # a DNS label of its own (<name>.<namespace>.svc)
+            valid, what = len(name) <= 63 and bool(_DNS1035_RE.match(name)), (
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+                "alphabetic character, and end with an alphanumeric character"
+            )
+        elif spec.kind == "Namespace":
+            valid, what = len(name) <= 63 and bool(_DNS1123_LABEL_RE.match(name)), (
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+                "start and end with an alphanumeric character"
+            )
+        else:
+            valid, what = len(name) <= 253 and bool(_NAME_RE.match(name)), (
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                "and must start and end with an alphanumeric character"
+            )
+        if not valid:
             raise APIError(
-                422, "Invalid",
-                f'{spec.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
-                "subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start "
-                "and end with an alphanumeric character",
+                422, "Invalid", f'{_qualified_kind(spec)} "{name}" is invalid: metadata.name: Invalid value: "{name}": {what}',
                 {"name": name, "kind": spec.kind},
             )
 
@@ -451,6 +506,15 @@ class SandboxKubernetes(kmock.KubernetesEmulator):
     ) -> dict[str, Any]:
         """Built-in defaults, or the CRD's schema: default, prune, validate."""
         name = obj["metadata"]["name"]
+        meta_errors = _metadata_errors(obj["metadata"])
+        if meta_errors:
+            raise APIError(
+                422, "Invalid", f'{_qualified_kind(spec)} "{name}" is invalid: ' + ", ".join(meta_errors),
+                {"name": name, "kind": spec.kind},
+            )
+        for key in ("labels", "annotations", "finalizers", "ownerReferences"):
+            if key in obj["metadata"] and not obj["metadata"][key]:
+                del obj["metadata"][key]  # an empty map or list is not stored (omitempty)
         if spec.custom:
             if strict_fields:
                 pruned = crd_schema.prune(copy.deepcopy(obj), spec.schema or {}, top_level=True)
@@ -468,11 +532,17 @@ class SandboxKubernetes(kmock.KubernetesEmulator):
                     {"name": name, "group": spec.group, "kind": spec.kind, "causes": [_cause(e) for e in errors]},
                 )
             return admitted
+        if old is not None and spec.kind == "Service":
+            # An update that omits the allocated addresses keeps them.
+            for key in ("clusterIP", "clusterIPs"):
+                if key in (old.get("spec") or {}) and not (obj.get("spec") or {}).get(key):
+                    obj.setdefault("spec", {})[key] = copy.deepcopy(old["spec"][key])
         _builtin_defaults(spec, obj, self)
-        errors = _builtin_validate(spec, obj)
+        errors = _builtin_validate(spec, obj) + (_update_errors(spec, obj, old) if old is not None else [])
         if errors:
+            message = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
             raise APIError(
-                422, "Invalid", f'{spec.kind} "{name}" is invalid: ' + ", ".join(errors),
+                422, "Invalid", f'{_qualified_kind(spec)} "{name}" is invalid: {message}',
                 {"name": name, "kind": spec.kind},
             )
         return obj
@@ -1130,7 +1200,19 @@ def _builtin_defaults(spec: ResourceSpec, obj: dict[str, Any], api: SandboxKuber
         if not obj["metadata"].get("deletionTimestamp"):
             obj.setdefault("status", {})["phase"] = "Active"
     elif spec.kind == "Pod":
-        _pod_spec_defaults(obj.setdefault("spec", {}))
+        pod_spec = obj.setdefault("spec", {})
+        _pod_spec_defaults(pod_spec)
+        # What a cluster's admission adds to every pod (ServiceAccount, Priority, DefaultTolerationSeconds),
+        # and the API's own defaults for pods (not for pod templates).
+        pod_spec.setdefault("serviceAccountName", pod_spec.get("serviceAccount") or "default")
+        pod_spec.setdefault("serviceAccount", pod_spec["serviceAccountName"])
+        pod_spec.setdefault("enableServiceLinks", True)
+        pod_spec.setdefault("priority", 0)
+        pod_spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+        tolerations = pod_spec.setdefault("tolerations", [])
+        for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+            if not any(t.get("key") == taint and t.get("effect") in ("NoExecute", None, "") for t in tolerations if isinstance(t, dict)):
+                tolerations.append({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
         status = obj.setdefault("status", {})
         status.setdefault("phase", "Pending")
         status.setdefault("qosClass", _qos_class(obj["spec"]))
@@ -1208,11 +1290,102 @@ def _builtin_validate(spec: ResourceSpec, obj: Mapping[str, Any]) -> list[str]:
             errors.append(f"spec.template.metadata.labels: Invalid value: {json.dumps(labels)}: `selector` does not match template `labels`")
         if not dep.get("template", {}).get("spec", {}).get("containers"):
             errors.append("spec.template.spec.containers: Required value")
+        status = obj.get("status") or {}
+        replicas = int(status.get("replicas") or 0)
+        for key in ("updatedReplicas", "readyReplicas", "availableReplicas"):
+            if int(status.get(key) or 0) > replicas:
+                errors.append(f"status.{key}: Invalid value: {status.get(key)}: cannot be greater than status.replicas")
+        if int(status.get("availableReplicas") or 0) > int(status.get("readyReplicas") or 0):
+            errors.append(f"status.availableReplicas: Invalid value: {status.get('availableReplicas')}: cannot be greater than readyReplicas")
     elif spec.kind == "Service":
         for index, port in enumerate(obj.get("spec", {}).get("ports") or []):
             if not isinstance(port.get("port"), int):
                 errors.append(f"spec.ports[{index}].port: Required value")
+    elif spec.kind == "Event":
+        involved = (obj.get("involvedObject") or {}).get("namespace")
+        if involved and involved != obj["metadata"].get("namespace"):
+            errors.append(f'involvedObject.namespace: Invalid value: "{involved}": does not match event.namespace')
+    elif spec.kind == "CustomResourceDefinition":
+        group = str((obj.get("spec") or {}).get("group") or "")
+        if _PROTECTED_GROUP_RE.search(group) and not (obj["metadata"].get("annotations") or {}).get(APPROVAL_ANNOTATION):
+            errors.append(
+                f"metadata.annotations[{APPROVAL_ANNOTATION}]: Required value: protected groups must have approval "
+                f'annotation "{APPROVAL_ANNOTATION}", see https://github.com/kubernetes/enhancements/pull/1111'
+            )
     return errors
+
+
+def _qualified_kind(spec: ResourceSpec) -> str:
+    """As the API names a kind in its messages: Pod, Deployment.apps, TrainingJob.ascend.mlops.dev."""
+    return f"{spec.kind}.{spec.group}" if spec.group else spec.kind
+
+
+def _metadata_errors(meta: Mapping[str, Any]) -> list[str]:
+    """Label keys (an optional DNS-subdomain prefix and a name of at most 63) and values (at most 63)."""
+    errors: list[str] = []
+    for key, value in (meta.get("labels") or {}).items():
+        prefix, _, label = str(key).rpartition("/")
+        if (prefix and (len(prefix) > 253 or not _NAME_RE.match(prefix))) or not label or len(label) > 63 or not _LABEL_VALUE_RE.match(label):
+            errors.append(f'metadata.labels: Invalid value: "{key}": name part must consist of alphanumeric characters, '
+                          "'-', '_' or '.', and must start and end with an alphanumeric character (at most 63)")
+        if not isinstance(value, str):
+            errors.append(f"metadata.labels: Invalid value: {json.dumps(value)}: a label value must be a string")
+        elif len(value) > 63:
+            errors.append(f'metadata.labels: Invalid value: "{value}": must be no more than 63 characters')
+        elif not _LABEL_VALUE_RE.match(value):
+            errors.append(f'metadata.labels: Invalid value: "{value}": a valid label must be an empty string or consist of '
+                          "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")
+    return errors
+
+
+def _update_errors(spec: ResourceSpec, obj: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
+    """What a cluster refuses to change once set."""
+    errors: list[str] = []
+    new_spec, old_spec = obj.get("spec") or {}, old.get("spec") or {}
+    if spec.kind == "Pod":
+        if _mutable_pod_fields_cleared(new_spec, old_spec) != _mutable_pod_fields_cleared(old_spec, old_spec):
+            errors.append(
+                "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+                "existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+            )
+        old_tolerations = old_spec.get("tolerations") or []
+        if any(t not in (new_spec.get("tolerations") or []) for t in old_tolerations):
+            errors.append("spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds")
+        # A container that will not be restarted stays terminated.
+        policy = old_spec.get("restartPolicy", "Always")
+        if policy != "Always":
+            before = {c.get("name"): c for c in (old.get("status") or {}).get("containerStatuses") or []}
+            for index, status in enumerate((obj.get("status") or {}).get("containerStatuses") or []):
+                was = ((before.get(status.get("name")) or {}).get("state") or {}).get("terminated")
+                if was is None or "terminated" in (status.get("state") or {}):
+                    continue
+                if policy == "OnFailure" and was.get("exitCode") != 0:
+                    continue
+                errors.append(f"status.containerStatuses[{index}].state: Forbidden: may not be transitioned to non-terminated state")
+    elif spec.kind == "Service":
+        for key in ("clusterIP", "clusterIPs"):
+            if key in old_spec and old_spec[key] != new_spec.get(key):
+                errors.append(f"spec.{key}: Invalid value: {json.dumps(new_spec.get(key))}: may not change once set")
+    elif spec.kind == "Deployment":
+        if old_spec.get("selector") != new_spec.get("selector"):
+            errors.append(f"spec.selector: Invalid value: {json.dumps(new_spec.get('selector'))}: field is immutable")
+    return errors
+
+
+def _mutable_pod_fields_cleared(pod_spec: Mapping[str, Any], old_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A pod's spec without what an update may change (images, activeDeadlineSeconds, tolerations), nodeName
+    once set (the binding's; the sandbox binds through an update)."""
+    cleared = copy.deepcopy(dict(pod_spec))
+    for key in ("containers", "initContainers"):
+        for container in cleared.get(key) or []:
+            if isinstance(container, dict):
+                container.pop("image", None)
+    for key in ("activeDeadlineSeconds", "tolerations"):
+        cleared.pop(key, None)
+    if not old_spec.get("nodeName"):
+        cleared.pop("nodeName", None)
+    return cleared
 
 
 # ---------------------------------------------------------------------------
@@ -1249,13 +1422,8 @@ def default_crd_dirs() -> tuple[Path, ...]:
 
 
 def product_crd_dirs() -> tuple[Path, ...]:
-    """`crds/` at the top of the source tree (an editable install or a checkout)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "crds"
-        if candidate.is_dir() and any(candidate.glob("*.y*ml")):
-            return (candidate,)
-    return ()
+    """The product's CRDs: `crds/` of the checkout, or the wheel's `ascend_mlops/crds/`."""
+    return crds.crd_dirs()
 
 
 class APIServer:
