@@ -46,9 +46,14 @@ class Revision:
 
     replicas: int = 0
     ready: int = 0
-    rolled_out: bool = False  # every replica of the current template ready
+    updated: int = 0  # pods of the current template (the Deployment's updatedReplicas)
+    # Serving: at least its minimum of ready pods, whatever template they run. A revision
+    # rolling to a new template (a promotion, a new model, a scale) stays available.
+    available: bool = False
+    rolled_out: bool = False  # every replica of the current template ready: nothing left to roll
     problem: tuple[str, str] | None = None  # (reason, message) of a broken pod
     pods: list[dict[str, Any]] = field(default_factory=list)
+    requeue_after: float | None = None  # when a pod waiting to start reaches ASCEND_MLOPS_POD_START_TIMEOUT
 
 
 @dataclass

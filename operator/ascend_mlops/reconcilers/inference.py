@@ -5,78 +5,260 @@ Ready is computed from the Deployment *and* its pods: a Deployment can look
 "progressing" for ten minutes while its pods crash-loop on a model that will
 never load, which is exactly the state users of model servers most often
 mis-read. The pods' container statuses tell why, and that goes into Ready's
-message.
+message. `reconcile` is a sequence of steps; the canary's decisions are
+reconcilers/rollout.py's, the reads and writes they lead to are here.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ascend_mlops import events
 from ascend_mlops import status as st
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
-from ascend_mlops.api.specs import (
-    FieldError,
-    InferenceServiceSpec,
-    SpecError,
-    StorageURI,
-    parse_inference_service,
-    parse_storage_uri,
-)
+from ascend_mlops.api.specs import InferenceServiceSpec, SpecError, parse_inference_service
 from ascend_mlops.builders import inference as builder
 from ascend_mlops.builders.common import Owner, selector_labels
-from ascend_mlops.builders.model import ResolvedModel
 from ascend_mlops.kube import ApiError
-from ascend_mlops.reconcilers import credentials, models
+from ascend_mlops.reconcilers import credentials, models, podstart, readiness, rollout, serving
 from ascend_mlops.reconcilers import pods as P
-from ascend_mlops.reconcilers import serving as front  # `serving` is the model being served, below
-from ascend_mlops.reconcilers.canary import (
-    ACTIVE,
-    PROGRESSING,
-    PROMOTED,
-    PROMOTING,
-    ROLLED_BACK,
-    Canary,
-    Revision,
-    analyse,
-    check_health,
-    drain_left,
-)
+from ascend_mlops.reconcilers.canary import ACTIVE, Canary, Revision, analyse, check_health
 from ascend_mlops.reconcilers.children import delete_if_present, ensure_child, update_if_drifted
-from ascend_mlops.reconcilers.jobs import describe_exit, failure_details
-from ascend_mlops.reconcilers.models import Waiting
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
-from ascend_mlops.settings import ENV_GATEWAY
+from ascend_mlops.reconcilers.jobs import describe_exit, earliest, failure_details
+from ascend_mlops.reconcilers.models import ModelRef, Waiting
+from ascend_mlops.reconcilers.rollout import Models, Stable
+from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, Snapshot, snapshot
+from ascend_mlops.settings import ENV_GATEWAY, Settings
 
 KIND: Final = constants.INFERENCE_SERVICE
-EVENT_CONDITIONS: Final = (
-    ConditionType.VALID,
-    ConditionType.SOURCE_READY,
-    ConditionType.READY,
-    ConditionType.STALLED,
-    ConditionType.CANARY_READY,
-    ConditionType.CANARY_PROMOTED,
-    ConditionType.CANARY_ROLLED_BACK,
-    ConditionType.AUTOSCALING,
-)
+EVENT_CONDITIONS: Final = (ConditionType.VALID, ConditionType.SOURCE_READY, ConditionType.READY, ConditionType.STALLED, *rollout.CANARY_CONDITIONS, ConditionType.AUTOSCALING)
 # Exit codes with which a server says "this model cannot be loaded"; restarting will not help.
-MODEL_LOAD_EXIT_CODES: Final = frozenset(
-    {contract.EXIT_USAGE, contract.EXIT_INVALID_MODEL, contract.EXIT_TOOLKIT_MISSING, contract.EXIT_INVALID_PARAMETERS}
-)
+MODEL_LOAD_EXIT_CODES: Final = frozenset({contract.EXIT_USAGE, contract.EXIT_INVALID_MODEL, contract.EXIT_TOOLKIT_MISSING, contract.EXIT_INVALID_PARAMETERS})
+PREDICTOR: Final = ConditionType.PREDICTOR_READY
+CANARY: Final = constants.REVISION_CANARY
 
 
-async def resolve_model(
-    rt: Runtime, key: Key, spec: InferenceServiceSpec, *, canary: bool = False
-) -> tuple[ResolvedModel, dict[str, Any]]:
-    """The model to serve (spec.model, or spec.canary's) and its status.model record, or raise Waiting."""
-    if canary:
-        assert spec.canary is not None
-        c = spec.canary
-        return await models.resolve_model(rt, key, models.ModelRef(c.conversion_ref, c.model, c.labels, spec.runtime), slot="canary")
-    return await models.resolve_model(rt, key, models.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime))
+async def reconcile(rt: Runtime, key: Key) -> Result:
+    """One reconciliation: the steps of serve(), or the status of the step that halted them."""
+    snap = await snapshot(rt, key)
+    if snap is None:
+        return Result()
+    try:
+        return await serve(rt, key, snap)
+    except Halt as halt:
+        halt.report(snap.status, snap.conditions)
+        await rt.write_status(key, snap.body, snap.status, EVENT_CONDITIONS)
+        return Result(requeue_after=halt.requeue_after)
+
+
+async def serve(rt: Runtime, key: Key, snap: Snapshot) -> Result:
+    """Spec, models, their Secrets, the canary, the stable revision, the other children, the status."""
+    spec = valid_spec(snap, rt.settings)
+    found = await resolve_models(rt, key, spec, snap)
+    await check_secrets(rt, snap.owner.namespace, spec, found)
+    canary_dep, canary_rev = await observe_canary(rt, snap, spec, found)
+    stable = rollout.stable_model(spec, found, snap.old_status, snap.status, rt.settings.simulator)
+    state = found.state
+    try:
+        await roll_stable(rt, snap, spec, stable)
+        analysis = rollout.analysis_due(state, spec, canary_rev)
+        if analysis is not None and state is not None:
+            await analyse(state, analysis, canary_rev.pods, stable.rev.pods, snap.now)
+        rollout.settle_promotion(state, spec, stable, snap.status, snap.now)
+        percent = rollout.canary_percent(state, spec, canary_rev)
+        scaling, retired = await ensure_children(rt, snap, spec, found, canary_dep, percent)
+    except ChildConflict as exc:
+        raise Halt(Phase.NOT_READY, Reason.RECONCILE_ERROR, str(exc), True, ((PREDICTOR, str(exc)),), 30.0) from exc
+    report_exposure(snap, spec, rt.settings, scaling)
+    rollout.report_canary(snap.status, snap.conditions, spec, found, stable, canary_rev, percent, rt.settings.gateway is not None, retired)
+    verdict = report_ready(snap.status, snap.conditions, spec, stable, rollout.promoting(state, canary_rev))
+    await rt.write_status(key, snap.body, snap.status, EVENT_CONDITIONS)
+    events.post(snap.body, events_to_post(verdict, snap.old_status, state))
+    return Result(requeue_after=earliest(state.requeue_after if state else None, scaling.requeue_after if scaling else None, stable.rev.requeue_after))
+
+
+@dataclass(eq=False)
+class Halt(Exception):
+    """A reconciliation that stops short: the `before` (condition, message)s, Ready and kstatus False with `reason`."""
+
+    phase: str
+    reason: str
+    message: str
+    stalled: bool
+    before: tuple[tuple[str, str], ...] = ()
+    requeue_after: float | None = None
+
+    def report(self, status: dict[str, Any], conditions: st.Conditions) -> None:
+        for type_, message in self.before:
+            conditions.set(type_, st.FALSE, self.reason, message)
+        conditions.set(ConditionType.READY, st.FALSE, self.reason, self.message)
+        stalled = self.reason if self.stalled else None
+        st.set_kstatus(conditions, reconciling=None if stalled else self.reason, stalled=stalled, message=self.message)
+        status.update(phase=self.phase, conditions=conditions.to_list())
+
+
+def valid_spec(snap: Snapshot, settings: Settings) -> InferenceServiceSpec:
+    """The spec, if these settings can serve it (spec.exposure); else Halt, Stalled until it is edited."""
+    try:
+        spec = parse_inference_service(snap.body.get("spec"), settings.accelerator_resource)
+        unservable = serving.exposure_errors(spec, snap.owner, settings)
+        if unservable:
+            raise SpecError(unservable)
+    except SpecError as exc:
+        raise Halt(Phase.INVALID, Reason.INVALID_SPEC, str(exc), True, ((ConditionType.VALID, str(exc)),)) from None
+    snap.conditions.set(ConditionType.VALID, st.TRUE, Reason.SPEC_VALID, "")
+    return spec
+
+
+async def resolve_models(rt: Runtime, key: Key, spec: InferenceServiceSpec, snap: Snapshot) -> Models:
+    """spec.model's model (else Halt: a Deployment keeps serving the old one), spec.canary's, the canary's state."""
+    try:
+        model, record = await models.resolve_model(rt, key, ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime))
+    except Waiting as w:
+        before = ((ConditionType.SOURCE_READY, w.message), (PREDICTOR, "no model to serve yet"))
+        raise Halt(Phase.FAILED if w.failed else Phase.WAITING, w.reason, w.message, w.failed, before) from None
+    snap.conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"serving {model.uri}")
+    found, c = Models(model, record), spec.canary
+    if c is None:
+        rt.set_references(key, (), "canary")
+        found.state = rollout.gitops_state(snap.old_status, str(model.uri))
+        return found
+    try:
+        found.canary_model, found.canary_record = await models.resolve_model(rt, key, ModelRef(c.conversion_ref, c.model, c.labels, spec.runtime), slot="canary")
+    except Waiting as waiting:
+        found.waiting = waiting
+    else:
+        found.state = Canary.load(snap.old_status, str(found.canary_model.uri), snap.now)
+    return found
+
+
+async def check_secrets(rt: Runtime, namespace: str, spec: InferenceServiceSpec, found: Models) -> None:
+    """Halt while the pods could not start for want of a Secret: no Deployment changes; a running one serves."""
+    blocked = await credentials.check_storage_secret(rt, namespace, found.locations(), spec.storage)
+    if blocked is None:
+        blocked = await serving.check_auth_secret(rt, namespace, spec)
+    if blocked is not None:
+        raise Halt(Phase.NOT_READY, blocked.reason, blocked.message, False, ((PREDICTOR, blocked.message),), blocked.requeue_after)
+
+
+async def observe_canary(rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec, found: Models) -> tuple[dict[str, Any] | None, Revision]:
+    """The canary Deployment (unread if there never was one); while active, its pods' state (check_health)."""
+    owner, state, old = snap.owner, found.state, snap.old_status
+    deployment = None
+    if state is not None or spec.canary is not None or old.get("canary") or len(old.get("traffic") or []) > 1:
+        deployment = await rt.read("apps/v1", "deployments", owner.namespace, builder.deployment_name(owner.name, CANARY))
+    if state is None or state.state not in ACTIVE:
+        return deployment, Revision()
+    replicas = spec.canary.replicas if spec.canary is not None else int((deployment or {}).get("spec", {}).get("replicas") or 0)
+    revision = await observe(rt, owner, deployment, builder.CANARY_COMPONENT, state.record["model"], replicas)
+    if spec.canary is not None:
+        check_health(state, spec.canary, revision, snap.now)
+    return deployment, revision
+
+
+async def roll_stable(rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec, stable: Stable) -> None:
+    """The stable Deployment as the spec says (its count the autoscaler's, with one); what it and its pods say."""
+    scaling, old = spec.autoscaling, snap.old_status
+    desired = builder.build_deployment(spec, snap.owner, rt.settings, stable.model)
+    deployment = await ensure_deployment(rt, snap.owner, desired, (scaling.min_replicas, scaling.max_replicas) if scaling else None)
+    stable.created = deployment is desired
+    # With an autoscaler its count is the one to reach, and minReplicas ready is enough.
+    stable.wanted = serving.live_replicas(deployment, spec.replicas) if scaling is not None else spec.replicas
+    # A service that was Ready keeps the bar it cleared: a count raised since (a scale-up) is no loss.
+    kept = old.get("readyReplicas") if st.condition_is(old, ConditionType.READY, st.TRUE) else None
+    stable.kept = kept if isinstance(kept, int) else None
+    stable.rev = await observe(
+        rt, snap.owner, deployment, builder.COMPONENT, str(stable.model.uri), stable.wanted,
+        min_ready=scaling.min_replicas if scaling is not None else None, kept=stable.kept, now=snap.now,
+    )
+
+
+async def ensure_children(
+    rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec, found: Models, canary_dep: dict[str, Any] | None, percent: int | None
+) -> tuple[serving.Scaling | None, bool]:
+    """The other children, the canary's before traffic moves to it and retired after (True: nothing left)."""
+    owner, state, model = snap.owner, found.state, found.canary_model
+    if state is not None and state.state in ACTIVE:
+        if spec.canary is not None and model is not None:
+            desired = builder.build_deployment(spec, owner, rt.settings, model, revision=CANARY, replicas=spec.canary.replicas)
+            await ensure_deployment(rt, owner, desired)
+        for revision in (constants.REVISION_STABLE, CANARY):
+            await ensure_service(rt, owner, builder.build_revision_service(owner, revision))
+    await ensure_routing(rt, owner, *rollout.routed(state, percent), serving.route_host(spec, owner, rt.settings))
+    await serving.ensure_ingress(rt, owner, spec, snap.old_status)
+    scaling = await serving.ensure_autoscaler(rt, owner, spec, snap.old_status)
+    action = rollout.retirement(state, spec, model is not None, canary_dep is not None, snap.now)
+    if action == rollout.SCALE_DOWN and model is not None:
+        await ensure_deployment(rt, owner, builder.build_deployment(spec, owner, rt.settings, model, revision=CANARY, replicas=0))
+    elif action == rollout.DELETE:
+        await delete_if_present(rt, owner, "apps/v1", "deployments", builder.deployment_name(owner.name, CANARY))
+    if action in (rollout.SCALE_DOWN, rollout.DELETE, rollout.SERVICES):
+        for revision in (constants.REVISION_STABLE, CANARY):
+            await delete_if_present(rt, owner, "v1", "services", builder.revision_service_name(owner.name, revision))
+    return scaling, action != rollout.DRAINING
+
+
+async def ensure_routing(rt: Runtime, owner: Owner, revisions: tuple[str, ...], weights: int | None, host: str | None) -> None:
+    """The client Service selects `revisions`; with a Gateway, the HTTPRoute carries exact weights
+    (and spec.exposure's host, when it exposes the service through the Gateway)."""
+    await ensure_service(rt, owner, builder.build_service(owner, revisions))
+    if rt.settings.gateway is not None:
+        route = builder.build_httproute(owner, rt.settings.gateway, host, weights)
+        try:
+            await ensure_child(rt, owner, constants.GATEWAY_API_VERSION, constants.HTTPROUTES, route)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            raise GatewayMissing(
+                f"{ENV_GATEWAY} names a Gateway, but the cluster serves no HTTPRoute ({constants.GATEWAY_API_VERSION}); "
+                f"install the Gateway API CRDs or unset {ENV_GATEWAY} to split by ready replicas"
+            ) from None
+
+
+def report_exposure(snap: Snapshot, spec: InferenceServiceSpec, settings: Settings, scaling: serving.Scaling | None) -> None:
+    """status.url (with spec.exposure), status.address, status.autoscaler and the Autoscaling condition."""
+    status, owner = snap.status, snap.owner
+    status.pop("url", None)
+    if (url := serving.external_url(spec, owner, settings)) is not None:
+        status["url"] = url
+    status["address"] = {"url": builder.service_url(owner.name, owner.namespace)}
+    if scaling is not None:
+        status["autoscaler"] = scaling.record
+        snap.conditions.set(ConditionType.AUTOSCALING, scaling.status, scaling.reason, scaling.message)
+    else:
+        status.pop("autoscaler", None)
+        snap.conditions.remove(ConditionType.AUTOSCALING)
+
+
+def report_ready(status: dict[str, Any], conditions: st.Conditions, spec: InferenceServiceSpec, stable: Stable, promoting: bool) -> readiness.Verdict:
+    """status.replicas, Ready and PredictorReady (readiness.verdict of the stable revision), kstatus, the phase."""
+    scaling, rev = spec.autoscaling, stable.rev
+    verdict = readiness.verdict(
+        rev, wanted=stable.wanted, serving=str(stable.model.uri), simulated=stable.simulated,
+        needed=readiness.minimum(stable.wanted, scaling.min_replicas if scaling is not None else None, stable.kept),
+        scaled=f" (autoscaling {scaling.min_replicas}-{scaling.max_replicas})" if scaling is not None else "",
+        promoting=promoting,
+        tolerate_unschedulable=scaling is not None,  # pods an autoscaler added beyond the nodes' devices wait
+    )
+    summary = st.TRUE if verdict.ready else st.FALSE
+    conditions.set(PREDICTOR, summary, verdict.reason, verdict.message)
+    conditions.set(ConditionType.READY, summary, verdict.reason, verdict.message)
+    st.set_kstatus(conditions, reconciling=verdict.reconciling, stalled=verdict.stalled, message=verdict.message)
+    phase = Phase.READY if verdict.ready else Phase.NOT_READY
+    status.update(replicas=rev.replicas, readyReplicas=rev.ready, phase=phase, conditions=conditions.to_list())
+    return verdict
+
+
+def events_to_post(verdict: readiness.Verdict, old_status: dict[str, Any], state: Canary | None) -> list[events.Event]:
+    """A pod that does not start while Ready stays True (no transition to post), then what the canary did."""
+    posted = []
+    previous = (st.get_condition(old_status, ConditionType.RECONCILING) or {}).get("reason")
+    if verdict.ready and verdict.reconciling == Reason.POD_START_TIMEOUT and previous != Reason.POD_START_TIMEOUT:
+        posted.append(events.Event(events.WARNING, Reason.POD_START_TIMEOUT, verdict.message))
+    return posted + (state.notes if state is not None else [])
 
 
 async def ensure_deployment(
@@ -124,15 +306,22 @@ class GatewayMissing(ChildConflict):
 
 async def observe(
     rt: Runtime, owner: Owner, deployment: dict[str, Any] | None, component: str, model: str, replicas: int,
-    min_ready: int | None = None,
+    min_ready: int | None = None, kept: int | None = None, now: datetime.datetime | None = None,
 ) -> Revision:
     """Readiness of one revision: its Deployment's counts and its current pods' problems.
 
-    Rolled out: every one of `replicas` pods runs the current template, and
-    `min_ready` of them (default: all) are ready. With an autoscaler
+    Available: at least its minimum of pods are ready (`min_ready`, default
+    all `replicas`; no more than `kept`, the ready count it was Ready with),
+    whatever template they run: a revision rolling to a new template or
+    generation (a promotion, a new model, a scale) serves meanwhile.
+    Rolled out: also every one of `replicas` pods runs the current template,
+    and the Deployment has seen its latest generation. With an autoscaler
     (`min_ready` its minimum) every pod there is runs the current template:
     the count moves under us, and pods beyond what the nodes' devices hold
     stay Pending.
+    With `now`: a current pod still not running ASCEND_MLOPS_POD_START_TIMEOUT
+    seconds after it was scheduled is a problem of reason PodStartTimeout (and
+    `requeue_after` is when the next waiting pod reaches that deadline).
     """
     revision = Revision()
     if deployment is None:
@@ -140,375 +329,35 @@ async def observe(
     dep_status = deployment.get("status") or {}
     revision.replicas = int(dep_status.get("replicas") or 0)
     revision.ready = int(dep_status.get("readyReplicas") or 0)
-    updated = dep_status.get("updatedReplicas")
+    # A count the apiserver leaves out is 0 (omitempty): right after a template change the
+    # Deployment controller reports its new generation before the new ReplicaSet has a pod.
+    revision.updated = int(dep_status.get("updatedReplicas") or 0)
+    revision.available = revision.ready >= readiness.minimum(replicas, min_ready, kept)
     dep_generation = (deployment.get("metadata") or {}).get("generation")
     dep_observed = dep_status.get("observedGeneration")
     template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
     revision.rolled_out = (
         (template.get("annotations") or {}).get(constants.ANNOTATION_MODEL_DIGEST, model) == model
         and revision.ready >= (replicas if min_ready is None else min(min_ready, replicas))
-        and (updated is None or int(updated) >= (replicas if min_ready is None else revision.replicas))
+        and revision.updated >= (replicas if min_ready is None else revision.replicas)
         and (dep_generation is None or dep_observed is None or int(dep_observed) >= int(dep_generation))
     )
     # Pods of the current template carry the model in an annotation; older ones are on their way out.
     pods = await rt.list_children(owner, "v1", "pods", selector_labels(owner, component), direct=False)
-    for pod in pods:
-        annotations = (pod.get("metadata") or {}).get("annotations") or {}
-        if annotations.get(constants.ANNOTATION_MODEL_DIGEST, model) != model:
-            continue
-        state = P.pod_state(pod, builder.CONTAINER)
+    current = [
+        (pod, P.pod_state(pod, builder.CONTAINER)) for pod in pods
+        if ((pod.get("metadata") or {}).get("annotations") or {}).get(constants.ANNOTATION_MODEL_DIGEST, model) == model
+    ]
+    started = podstart.StartCheck("")
+    if now is not None:
+        started = await podstart.check(rt, owner.namespace, [state for _, state in current], now)
+        revision.requeue_after = started.requeue_after
+    for pod, state in current:
         if state.ready and not state.deleting:
             revision.pods.append(pod)
-        problem = pod_problem(state)
+        # Past the start timeout a waiting pod's problem (an image pull, a config error, or nothing
+        # said: a volume, the pod sandbox) is that it has not started, with the kubelet's reason.
+        problem = (Reason.POD_START_TIMEOUT, started.message) if state.name in started.pods else pod_problem(state)
         if problem is not None and revision.problem is None:
             revision.problem = problem
     return revision
-
-
-async def reconcile(rt: Runtime, key: Key) -> Result:
-    snap = await snapshot(rt, key)
-    if snap is None:
-        return Result()
-    body, owner = snap.body, snap.owner
-    status, conditions = snap.status, snap.conditions
-
-    def not_ready(phase: str, reason: str, message: str, stalled: bool) -> None:
-        conditions.set(ConditionType.READY, st.FALSE, reason, message)
-        st.set_kstatus(
-            conditions,
-            reconciling=None if stalled else reason,
-            stalled=reason if stalled else None,
-            message=message,
-        )
-        status.update(phase=phase, conditions=conditions.to_list())
-
-    try:
-        spec = parse_inference_service(body.get("spec"), rt.settings.accelerator_resource)
-        unservable = front.exposure_errors(spec, owner, rt.settings)
-        if unservable:
-            raise SpecError(unservable)
-    except SpecError as exc:
-        conditions.set(ConditionType.VALID, st.FALSE, Reason.INVALID_SPEC, str(exc))
-        not_ready(Phase.INVALID, Reason.INVALID_SPEC, str(exc), stalled=True)
-        await rt.write_status(key, body, status, EVENT_CONDITIONS)
-        return Result()
-    conditions.set(ConditionType.VALID, st.TRUE, Reason.SPEC_VALID, "")
-
-    try:
-        model, record = await resolve_model(rt, key, spec)
-    except Waiting as waiting:
-        conditions.set(ConditionType.SOURCE_READY, st.FALSE, waiting.reason, waiting.message)
-        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, waiting.reason, "no model to serve yet")
-        # An existing Deployment keeps serving the previous model meanwhile.
-        not_ready(Phase.FAILED if waiting.failed else Phase.WAITING, waiting.reason, waiting.message, waiting.failed)
-        await rt.write_status(key, body, status, EVENT_CONDITIONS)
-        return Result()
-    conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"serving {model.uri}")
-
-    # --- the canary's model and state -----------------------------------------------------
-    canary_model: ResolvedModel | None = None
-    canary_record: dict[str, Any] | None = None
-    state: Canary | None = None
-    canary_waiting: Waiting | None = None
-    if spec.canary is not None:
-        try:
-            canary_model, canary_record = await resolve_model(rt, key, spec, canary=True)
-        except Waiting as waiting:
-            canary_waiting = waiting
-        else:
-            state = Canary.load(snap.old_status, str(canary_model.uri), snap.now)
-    else:
-        rt.set_references(key, (), "canary")
-        previous = snap.old_status.get("canary")
-        if isinstance(previous, Mapping) and previous.get("state") in ACTIVE and previous.get("model") == str(model.uri):
-            # GitOps promotion: spec.model is now the canary's model and spec.canary is gone. The
-            # canary keeps serving while the stable revision rolls to it, as an automatic promotion does.
-            state = Canary(dict(previous))
-            if state.state != PROMOTING:
-                state.promote(Reason.PROMOTED, "spec.model now names the canary's model")
-        elif isinstance(previous, Mapping) and previous.get("state") == PROMOTED and previous.get("model") == str(model.uri):
-            state = Canary(dict(previous))  # promoted the GitOps way: the canary's pods drain, then go
-
-    models_to_check: list[StorageURI | None] = [model.uri, model.labels]
-    if canary_model is not None:
-        models_to_check += [canary_model.uri, canary_model.labels]
-    blocked = await credentials.check_storage_secret(rt, owner.namespace, tuple(models_to_check), spec.storage)
-    if blocked is None:
-        blocked = await front.check_auth_secret(rt, owner.namespace, spec)
-    if blocked is not None:
-        # No Deployment is created or changed until the pods could start; one already running keeps serving.
-        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, blocked.reason, blocked.message)
-        not_ready(Phase.NOT_READY, blocked.reason, blocked.message, stalled=False)
-        await rt.write_status(key, body, status, EVENT_CONDITIONS)
-        return Result(requeue_after=blocked.requeue_after)
-
-    canary_name = builder.deployment_name(owner.name, constants.REVISION_CANARY)
-    had_canary = bool(snap.old_status.get("canary")) or len(snap.old_status.get("traffic") or []) > 1
-    canary_dep = None
-    if state is not None or spec.canary is not None or had_canary:  # no extra read for services that never had one
-        canary_dep = await rt.read("apps/v1", "deployments", owner.namespace, canary_name)
-    canary_rev = Revision()
-    if state is not None and state.state in ACTIVE:
-        canary_replicas = spec.canary.replicas if spec.canary is not None else int((canary_dep or {}).get("spec", {}).get("replicas") or 0)
-        canary_rev = await observe(rt, owner, canary_dep, builder.CANARY_COMPONENT, state.record["model"], canary_replicas)
-        if spec.canary is not None:
-            check_health(state, spec.canary, canary_rev, snap.now)
-
-    # --- the stable revision: spec.model, or the canary's model once it is being promoted ---------
-    serving = model
-    held = _promotion_hold(snap.old_status, spec)
-    if state is not None and state.state == PROMOTING and canary_model is not None and canary_record is not None:
-        serving, record = canary_model, dict(canary_record)
-    elif held is not None:
-        # An automatic promotion holds while spec.model is what it replaced: a later canary, or removing
-        # spec.canary, does not roll the stable revision back behind the user's back.
-        serving, record = held
-        status["promoted"] = snap.old_status["promoted"]
-    if held is None:
-        status.pop("promoted", None)
-    if rt.settings.simulator:
-        record["simulated"] = True
-    status["model"] = record
-    desired = builder.build_deployment(spec, owner, rt.settings, serving)
-    autoscaling = spec.autoscaling
-    bounds = (autoscaling.min_replicas, autoscaling.max_replicas) if autoscaling is not None else None
-    scaling: front.Scaling | None = None
-    try:
-        deployment = await ensure_deployment(rt, owner, desired, bounds)
-        # With an autoscaler its count is the one to reach, and minReplicas ready is enough.
-        wanted = front.live_replicas(deployment, spec.replicas) if autoscaling is not None else spec.replicas
-        stable_rev = await observe(
-            rt, owner, deployment, builder.COMPONENT, str(serving.uri), wanted,
-            min_ready=autoscaling.min_replicas if autoscaling is not None else None,
-        )
-        if state is not None and state.state == PROGRESSING and spec.canary is not None and spec.canary.analysis is not None:
-            if canary_rev.rolled_out and canary_rev.pods:
-                await analyse(state, spec.canary.analysis, canary_rev.pods, stable_rev.pods, snap.now)
-        if state is not None and state.state == PROMOTING and str(serving.uri) != state.record["model"]:
-            state.wake(0.5)  # promoted just now: the next turn rolls the stable revision to the canary's model
-        elif state is not None and state.state == PROMOTING and stable_rev.rolled_out and deployment is not desired:
-            state.record.update(state=PROMOTED, message=f"{state.record['model']} is the stable revision")
-            state.end(snap.now)
-            if spec.canary is not None:  # automatic: spec.model still names the old model
-                status["promoted"] = {"over": _model_key(spec), "uri": str(serving.uri), "record": record}
-            state.note(Reason.PROMOTED, f"canary {state.record['model']} promoted: the stable revision serves it")
-        percent = _canary_percent(state, spec, canary_rev)
-        await _ensure_canary_children(rt, owner, spec, state, canary_model)
-        await _ensure_routing(rt, owner, state, percent, front.route_host(spec, owner, rt.settings))
-        await front.ensure_ingress(rt, owner, spec, snap.old_status)
-        scaling = await front.ensure_autoscaler(rt, owner, spec, snap.old_status)
-        retired = await _retire_canary_children(rt, owner, spec, state, canary_model, canary_dep, snap.now)
-    except ChildConflict as exc:
-        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.RECONCILE_ERROR, str(exc))
-        not_ready(Phase.NOT_READY, Reason.RECONCILE_ERROR, str(exc), stalled=True)
-        await rt.write_status(key, body, status, EVENT_CONDITIONS)
-        return Result(requeue_after=30.0)
-    url = front.external_url(spec, owner, rt.settings)
-    if url is not None:
-        status["url"] = url
-    else:
-        status.pop("url", None)
-    status["address"] = {"url": builder.service_url(owner.name, owner.namespace)}
-    if scaling is not None:
-        status["autoscaler"] = scaling.record
-        conditions.set(ConditionType.AUTOSCALING, scaling.status, scaling.reason, scaling.message)
-    else:
-        status.pop("autoscaler", None)
-        conditions.remove(ConditionType.AUTOSCALING)
-    status["replicas"] = stable_rev.replicas
-    status["readyReplicas"] = stable_rev.ready
-    _canary_status(
-        status, conditions, spec, serving, state, canary_waiting, canary_rev, stable_rev, percent, rt.settings.gateway is not None, retired
-    )
-
-    simulated = " (on the Ascend simulator)" if record.get("simulated") else ""
-    promoting = state is not None and state.state == PROMOTING and canary_rev.ready > 0
-    # An autoscaler may ask for more pods than the nodes have devices for: those wait, the service serves.
-    waiting_for_devices = (
-        autoscaling is not None and stable_rev.rolled_out and stable_rev.problem is not None
-        and stable_rev.problem[0] == Reason.UNSCHEDULABLE
-    )
-    scaled = f" (autoscaling {autoscaling.min_replicas}-{autoscaling.max_replicas})" if autoscaling is not None else ""
-    if stable_rev.problem is not None and not promoting and not waiting_for_devices:
-        reason, message = stable_rev.problem
-        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, reason, message)
-        not_ready(Phase.NOT_READY, reason, message, stalled=reason == Reason.MODEL_LOAD_FAILED)
-    elif stable_rev.rolled_out or promoting:
-        if stable_rev.rolled_out:
-            message = f"{stable_rev.ready}/{wanted} replica(s) ready{scaled}, serving {serving.uri}{simulated}"
-            if waiting_for_devices and stable_rev.problem is not None:
-                message += f"; the others wait: {stable_rev.problem[1]}"
-        else:
-            message = f"promoting {serving.uri}: the canary serves while the stable revision rolls ({stable_rev.ready}/{wanted} ready){simulated}"
-        conditions.set(ConditionType.PREDICTOR_READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
-        conditions.set(ConditionType.READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
-        st.set_kstatus(conditions, reconciling=None, stalled=None)
-        status.update(phase=Phase.READY, conditions=conditions.to_list())
-    else:
-        needed = autoscaling.min_replicas if autoscaling is not None else spec.replicas
-        message = f"waiting for {needed} replica(s) to be ready ({stable_rev.ready} ready){scaled}{simulated}"
-        conditions.set(ConditionType.PREDICTOR_READY, st.FALSE, Reason.DEPLOYMENT_PROGRESSING, message)
-        not_ready(Phase.NOT_READY, Reason.DEPLOYMENT_PROGRESSING, message, stalled=False)
-    await rt.write_status(key, body, status, EVENT_CONDITIONS)
-    if state is not None and state.notes:
-        events.post(body, state.notes)
-    wakes = [t for t in (state.requeue_after if state is not None else None, scaling.requeue_after if scaling else None) if t is not None]
-    return Result(requeue_after=min(wakes) if wakes else None)
-
-
-def _model_key(spec: InferenceServiceSpec) -> str:
-    """spec.model as written: any edit of it ends a promotion's hold."""
-    return f"conversionRef/{spec.conversion_ref}" if spec.conversion_ref else str(spec.model)
-
-
-def _promotion_hold(old_status: Mapping[str, Any], spec: InferenceServiceSpec) -> tuple[ResolvedModel, dict[str, Any]] | None:
-    """The model an automatic promotion made stable, while spec.model is still the one it replaced."""
-    held = old_status.get("promoted")
-    if not isinstance(held, Mapping) or held.get("over") != _model_key(spec):
-        return None
-    record = dict(held.get("record") or {})
-    try:
-        uri = parse_storage_uri(held.get("uri"), "status.promoted.uri")
-        labels = parse_storage_uri(record["labels"], "status.promoted.record.labels") if record.get("labels") else None
-    except FieldError:
-        return None
-    return ResolvedModel(uri, labels, spec.runtime), record
-
-
-def _canary_percent(state: Canary | None, spec: InferenceServiceSpec, canary: Revision) -> int | None:
-    """The canary's weight now; None when there is no canary Deployment to send anything to."""
-    if state is None or state.state not in ACTIVE:
-        return None
-    if state.state == PROMOTING:
-        return 100 if canary.ready else None
-    return state.percent(spec.canary) if canary.ready else 0
-
-
-async def _ensure_canary_children(
-    rt: Runtime, owner: Owner, spec: InferenceServiceSpec, state: Canary | None, model: ResolvedModel | None,
-) -> None:
-    """Before traffic moves to it: the running canary's Deployment and the per-revision Services."""
-    if state is None or state.state not in ACTIVE:
-        return
-    if spec.canary is not None and model is not None:
-        desired = builder.build_deployment(
-            spec, owner, rt.settings, model, revision=constants.REVISION_CANARY, replicas=spec.canary.replicas
-        )
-        await ensure_deployment(rt, owner, desired)
-    for revision in (constants.REVISION_STABLE, constants.REVISION_CANARY):
-        await ensure_service(rt, owner, builder.build_revision_service(owner, revision))
-
-
-async def _retire_canary_children(
-    rt: Runtime, owner: Owner, spec: InferenceServiceSpec, state: Canary | None, model: ResolvedModel | None,
-    existing: dict[str, Any] | None, now: datetime.datetime,
-) -> bool:
-    """After traffic moved away (and DRAIN_SECONDS for routers to follow): scale a rolled-back canary to 0
-    (its NPUs go back) or delete a finished one. True when nothing of it is left to retire."""
-    if state is not None and state.state in ACTIVE:
-        return True
-    if existing is None and state is None:
-        return True
-    left = drain_left(state, now)
-    if left > 0:
-        assert state is not None
-        state.wake(left)
-        return False
-    name = builder.deployment_name(owner.name, constants.REVISION_CANARY)
-    if state is not None and state.state == ROLLED_BACK and spec.canary is not None and model is not None:
-        if existing is not None:
-            desired = builder.build_deployment(spec, owner, rt.settings, model, revision=constants.REVISION_CANARY, replicas=0)
-            await ensure_deployment(rt, owner, desired)
-    elif existing is not None:
-        await delete_if_present(rt, owner, "apps/v1", "deployments", name)
-    for revision in (constants.REVISION_STABLE, constants.REVISION_CANARY):
-        await delete_if_present(rt, owner, "v1", "services", builder.revision_service_name(owner.name, revision))
-    return True
-
-
-async def _ensure_routing(rt: Runtime, owner: Owner, state: Canary | None, percent: int | None, host: str | None) -> None:
-    """The client Service's selector follows the split; with a Gateway, the HTTPRoute carries exact weights
-    (and spec.exposure's host, when it exposes the service through the Gateway)."""
-    if percent is None or percent == 0:
-        revisions: tuple[str, ...] = (constants.REVISION_STABLE,)
-    elif percent == 100:
-        revisions = (constants.REVISION_CANARY,)
-    else:
-        revisions = (constants.REVISION_STABLE, constants.REVISION_CANARY)
-    await ensure_service(rt, owner, builder.build_service(owner, revisions))
-    if rt.settings.gateway is not None:
-        weights = percent if state is not None and state.state in ACTIVE and percent is not None else None
-        route = builder.build_httproute(owner, rt.settings.gateway, host, weights)
-        try:
-            await ensure_child(rt, owner, constants.GATEWAY_API_VERSION, constants.HTTPROUTES, route)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            raise GatewayMissing(
-                f"{ENV_GATEWAY} names a Gateway, but the cluster serves no HTTPRoute ({constants.GATEWAY_API_VERSION}); "
-                f"install the Gateway API CRDs or unset {ENV_GATEWAY} to split by ready replicas"
-            ) from None
-
-
-def _canary_status(
-    status: dict[str, Any], conditions: st.Conditions, spec: InferenceServiceSpec, serving: ResolvedModel,
-    state: Canary | None, waiting: Waiting | None, canary: Revision, stable: Revision, percent: int | None, gateway: bool,
-    retired: bool = True,
-) -> None:
-    """status.traffic (one entry per revision), status.canary and the Canary* conditions."""
-    mode = "HTTPRoute" if gateway else "Service"
-    split = percent or 0
-    if not gateway and percent not in (None, 0, 100):
-        # Without a Gateway requests spread over the ready pods of both revisions.
-        total = stable.ready + canary.ready
-        split = round(100 * canary.ready / total) if total else 0
-    traffic = [{
-        "revision": constants.REVISION_STABLE, "model": str(serving.uri), "percent": 100 - split,
-        "replicas": stable.replicas, "readyReplicas": stable.ready,
-    }]
-    if state is not None and state.state in ACTIVE:
-        traffic.append({
-            "revision": constants.REVISION_CANARY, "model": state.record["model"], "percent": split,
-            "replicas": canary.replicas, "readyReplicas": canary.ready,
-        })
-    elif spec.canary is not None and state is not None and state.state == ROLLED_BACK:
-        traffic.append({"revision": constants.REVISION_CANARY, "model": state.record["model"], "percent": 0, "replicas": canary.replicas, "readyReplicas": 0})
-    status["traffic"] = traffic
-    status["trafficSplit"] = mode
-    if spec.canary is None and (state is None or state.state not in ACTIVE):
-        if state is not None and not retired:
-            status["canary"] = state.record  # kept until its pods are gone (the drain), then cleared
-        else:
-            status.pop("canary", None)
-        for type_ in (ConditionType.CANARY_READY, ConditionType.CANARY_PROMOTED, ConditionType.CANARY_ROLLED_BACK):
-            conditions.remove(type_)
-        return
-    if waiting is not None:
-        status.pop("canary", None)
-        conditions.set(ConditionType.CANARY_READY, st.FALSE, waiting.reason, waiting.message.replace("spec.model", "spec.canary"))
-        conditions.remove(ConditionType.CANARY_PROMOTED)
-        conditions.remove(ConditionType.CANARY_ROLLED_BACK)
-        return
-    assert state is not None
-    record = state.record
-    record["percent"] = split
-    record["split"] = mode
-    status["canary"] = record
-    if state.state == ROLLED_BACK:
-        conditions.set(ConditionType.CANARY_READY, st.FALSE, str(record.get("reason")), "rolled back to 0 percent")
-        conditions.set(ConditionType.CANARY_ROLLED_BACK, st.TRUE, str(record.get("reason")), str(record.get("message")))
-        conditions.remove(ConditionType.CANARY_PROMOTED)
-        return
-    conditions.remove(ConditionType.CANARY_ROLLED_BACK)
-    if state.state in (PROMOTING, PROMOTED):
-        conditions.set(ConditionType.CANARY_PROMOTED, st.TRUE, str(record.get("reason") or Reason.PROMOTED), str(record.get("message") or ""))
-    else:
-        conditions.remove(ConditionType.CANARY_PROMOTED)
-    if state.state == PROMOTED:
-        conditions.set(ConditionType.CANARY_READY, st.TRUE, Reason.PROMOTED, f"{record['model']} is the stable revision")
-    elif canary.rolled_out:
-        message = f"{canary.ready}/{canary.replicas} canary replica(s) ready, {split} percent of the requests ({mode})"
-        conditions.set(ConditionType.CANARY_READY, st.TRUE, Reason.MINIMUM_REPLICAS_AVAILABLE, message)
-    else:
-        message = f"waiting for the canary's replicas to be ready ({canary.ready} ready)"
-        conditions.set(ConditionType.CANARY_READY, st.FALSE, Reason.DEPLOYMENT_PROGRESSING, message)
