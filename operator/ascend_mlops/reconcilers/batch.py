@@ -9,46 +9,30 @@ one attempt counter for the whole batch, as for the other kinds.
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
 from ascend_mlops import status as st
 from ascend_mlops.api import constants, contract, progress
-from ascend_mlops.api.constants import ConditionType, Phase, Reason
+from ascend_mlops.api.constants import ConditionType, Reason
 from ascend_mlops.api.specs import (
     BatchPredictionSpec,
     FieldError,
-    SpecError,
     parse_batch_prediction,
     parse_storage_uri,
 )
 from ascend_mlops.builders import batch as builder
-from ascend_mlops.builders.common import Owner
 from ascend_mlops.builders.model import ResolvedModel
-from ascend_mlops.reconcilers import credentials, jobs, models
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, snapshot
+from ascend_mlops.reconcilers import jobs, lifecycle, models
+from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
 
 logger = logging.getLogger(__name__)
 
 KIND: Final = constants.BATCH_PREDICTION
-EVENT_CONDITIONS: Final = (
-    ConditionType.VALID,
-    ConditionType.SOURCE_READY,
-    ConditionType.SUCCEEDED,
-    ConditionType.RESTARTING,
-    ConditionType.STALLED,
-)
-# Finished shards keep their pods (their logs); running ones are stopped.
-CLEAN_POD_POLICY: Final = "Running"
 # How often running shards' logs are read: they print a progress line every few seconds.
 PROGRESS_INTERVAL: Final = 10.0
 LOG_TAIL_LINES: Final = 20
-
-
-def is_finished(status: Mapping[str, Any] | None) -> bool:
-    return bool((status or {}).get("completionTime"))
 
 
 def sum_progress(shards: list[progress.BatchProgress]) -> dict[str, Any]:
@@ -123,78 +107,40 @@ def _recorded_model(status: Mapping[str, Any], spec: BatchPredictionSpec) -> tup
     return ResolvedModel(uri, labels, spec.runtime), dict(record)
 
 
-async def reconcile(rt: Runtime, key: Key) -> Result:
-    snap = await snapshot(rt, key)
-    if snap is None:
-        return Result()
-    body, owner, now = snap.body, snap.owner, snap.now
-    old_status, status, conditions = snap.old_status, snap.status, snap.conditions
-    try:
-        spec = parse_batch_prediction(body.get("spec"), rt.settings.accelerator_resource)
-    except SpecError as exc:
-        if is_finished(old_status):
-            # A finished batch keeps its result; a later edit cannot change what ran.
-            return await _finished(rt, key, body, owner, None, status, conditions, now)
-        message = str(exc)
-        conditions.set(ConditionType.VALID, st.FALSE, Reason.INVALID_SPEC, message)
-        conditions.set(ConditionType.SUCCEEDED, st.FALSE, Reason.INVALID_SPEC, message)
-        st.set_kstatus(conditions, reconciling=None, stalled=Reason.INVALID_SPEC, message=message)
-        status.update(phase=Phase.INVALID, conditions=conditions.to_list())
-        await rt.write_status(key, body, status, EVENT_CONDITIONS)
-        return Result()  # an edit of the spec wakes us up
-    conditions.set(ConditionType.VALID, st.TRUE, Reason.SPEC_VALID, "")
-    if is_finished(old_status):
-        return await _finished(rt, key, body, owner, spec, status, conditions, now)
+class BatchPrediction(lifecycle.JobKind[BatchPredictionSpec]):
+    """Finished shards keep their pods (their logs); running ones are stopped (the default policy)."""
 
-    resolved = _recorded_model(status, spec)
-    if resolved is None:
-        try:
-            resolved = await models.resolve_model(
-                rt, key, models.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime)
-            )
-        except models.Waiting as waiting:
-            conditions.set(ConditionType.SOURCE_READY, st.FALSE, waiting.reason, waiting.message)
-            if waiting.failed:
-                conditions.set(ConditionType.SUCCEEDED, st.FALSE, waiting.reason, waiting.message)
-                st.set_kstatus(conditions, reconciling=None, stalled=waiting.reason, message=waiting.message)
-            else:
-                conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, waiting.reason, waiting.message)
-                st.set_kstatus(conditions, reconciling=waiting.reason, stalled=None, message=waiting.message)
-            status.update(phase=Phase.WAITING, conditions=conditions.to_list())
-            await rt.write_status(key, body, status, EVENT_CONDITIONS)
-            return Result()
-    model, record = resolved
-    if rt.settings.simulator:
-        record["simulated"] = True
-    conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"classifying with {model.uri}")
-    status["model"] = record
+    what, component, container = "batch prediction", builder.COMPONENT, builder.CONTAINER
+    event_conditions = lifecycle.WAITING_JOB_EVENT_CONDITIONS
 
-    plan = jobs.JobPlan(
-        what="batch prediction",
-        component=builder.COMPONENT,
-        workers=spec.parallelism,
-        backoff_limit=spec.backoff_limit,
-        deadline_seconds=spec.active_deadline_seconds,
-        build_pods=lambda attempt: builder.build_pods(spec, owner, rt.settings, model, attempt=attempt),
-        container=builder.CONTAINER,
-        precheck=lambda: credentials.check_storage_secret(
-            rt, owner.namespace, (model.uri, model.labels, spec.input, spec.output), spec.storage
-        ),
-        success_policy=jobs.SUCCESS_ALL_WORKERS,
-    )
-    try:
-        outcome = await jobs.drive(rt, owner, plan, status, conditions, now)
-    except ChildConflict as exc:
-        jobs.mark_child_conflict(status, conditions, exc)
-        await rt.write_status(key, body, status, EVENT_CONDITIONS)
-        return Result(requeue_after=jobs.CONFLICT_RETRY_SECONDS)
+    def parse(self, raw: Any) -> BatchPredictionSpec:
+        return parse_batch_prediction(raw, self.rt.settings.accelerator_resource)
 
-    if outcome.state == jobs.STATE_SUCCEEDED:
-        found = await collect_progress(rt, owner.namespace, outcome, finished_only=True)
+    async def plan(self, spec: BatchPredictionSpec, status: dict[str, Any], conditions: st.Conditions) -> jobs.JobPlan:
+        rt, owner = self.rt, self.owner
+        resolved = _recorded_model(status, spec)
+        if resolved is None:
+            ref = models.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime)
+            resolved = await models.resolve_model(rt, self.key, ref)
+        model, record = resolved
+        models.on_simulator(model, record, rt.settings.simulator)
+        conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"classifying with {model.uri}")
+        status["model"] = record
+        return self.pods(
+            spec,
+            spec.parallelism,
+            lambda attempt: builder.build_pods(spec, owner, rt.settings, model, attempt=attempt),
+            (model.uri, model.labels, spec.input, spec.output),
+            success_policy=jobs.SUCCESS_ALL_WORKERS,
+        )
+
+    async def succeeded(self, spec: BatchPredictionSpec, outcome: jobs.JobOutcome, status: dict[str, Any]) -> str:
+        name = self.owner.name
+        found = await collect_progress(self.rt, self.owner.namespace, outcome, finished_only=True)
         if found is not None:
             status["progress"] = found
-        manifest = spec.output.join(contract.batch_manifest_name(owner.name))
-        status["artifacts"] = {"manifest": str(manifest), "results": str(spec.output.join(contract.batch_results_dir(owner.name)))}
+        manifest = spec.output.join(contract.batch_manifest_name(name))
+        status["artifacts"] = {"manifest": str(manifest), "results": str(spec.output.join(contract.batch_results_dir(name)))}
         counts = status.get("progress") or {}
         message = (
             f"classified {counts.get('total', '?')} input(s) in {spec.parallelism} shard(s): "
@@ -202,57 +148,19 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         )
         if not any(s.get("manifest") for s in outcome.summaries.values()):
             message += " (no shard reported assembling it: look in the output folder)"
-        return await _finish(rt, key, body, owner, spec, status, conditions, now, True, Reason.SUCCEEDED, message)
-    if outcome.state == jobs.STATE_FAILED:
-        return await _finish(rt, key, body, owner, spec, status, conditions, now, False, outcome.reason, outcome.message)
+        return message
 
-    requeue_after = outcome.requeue_after
-    if outcome.running or outcome.summaries:
-        found = await collect_progress(rt, owner.namespace, outcome)
+    async def progress(self, outcome: jobs.JobOutcome, status: dict[str, Any]) -> float | None:
+        if not (outcome.running or outcome.summaries):
+            return None
+        found = await collect_progress(self.rt, self.owner.namespace, outcome)
         if found is not None:
             status["progress"] = found
-        if outcome.running:
-            requeue_after = min(requeue_after, PROGRESS_INTERVAL) if requeue_after is not None else PROGRESS_INTERVAL
-    running = outcome.state == jobs.STATE_RUNNING
-    conditions.set(ConditionType.RUNNING, st.TRUE if running else st.FALSE, outcome.reason, outcome.message)
-    conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, outcome.reason, outcome.message)
-    st.set_kstatus(conditions, reconciling=outcome.reason, stalled=None, message=outcome.message)
-    status.update(phase=Phase.RUNNING if running else Phase.PENDING, conditions=conditions.to_list())
-    await rt.write_status(key, body, status, EVENT_CONDITIONS)
-    return Result(requeue_after=requeue_after)
+        return PROGRESS_INTERVAL if outcome.running else None
+
+    def ttl(self, spec: BatchPredictionSpec | None) -> int | None:
+        return spec.ttl_seconds_after_finished if spec is not None else None
 
 
-async def _finish(
-    rt: Runtime,
-    key: Key,
-    body: dict[str, Any],
-    owner: Owner,
-    spec: BatchPredictionSpec,
-    status: dict[str, Any],
-    conditions: st.Conditions,
-    now: datetime.datetime,
-    succeeded: bool,
-    reason: str,
-    message: str,
-) -> Result:
-    jobs.mark_finished(status, conditions, now, succeeded, reason, message)
-    await rt.write_status(key, body, status, EVENT_CONDITIONS)
-    return await _finished(rt, key, {**body, "status": status}, owner, spec, status, conditions, now)
-
-
-async def _finished(
-    rt: Runtime,
-    key: Key,
-    body: dict[str, Any],
-    owner: Owner,
-    spec: BatchPredictionSpec | None,
-    status: dict[str, Any],
-    conditions: st.Conditions,
-    now: datetime.datetime,
-) -> Result:
-    """A finished batch: stop what still runs, then apply the TTL; nothing else changes."""
-    await jobs.cleanup(rt, owner, builder.COMPONENT, CLEAN_POD_POLICY, [])
-    status["conditions"] = conditions.to_list()
-    await rt.write_status(key, body, status, EVENT_CONDITIONS)
-    ttl = spec.ttl_seconds_after_finished if spec is not None else None
-    return await jobs.expire_after_ttl(rt, key, status, ttl, now)
+async def reconcile(rt: Runtime, key: Key) -> Result:
+    return await lifecycle.reconcile(rt, key, BatchPrediction)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ascend_mlops.api import contract
 from ascend_mlops.api.constants import Reason
@@ -33,6 +33,25 @@ class Blocked:
     reason: str
     message: str
     requeue_after: float
+
+
+GRANT_HINT: Final = "grant it get on secrets there (the chart's Role/ClusterRole does, for the namespaces it watches)"
+
+
+class SecretForbidden(Exception):
+    """The operator's RBAC does not let it get the Secret."""
+
+
+async def fetch_secret(rt: Runtime, namespace: str, name: str, metadata_only: bool = False) -> dict[str, Any] | None:
+    """The one Secret a resource names (None if missing); GET only, no list or watch: least privilege."""
+    try:
+        if metadata_only:
+            return await rt.client.get_metadata("v1", "secrets", namespace, name)
+        return await rt.client.get("v1", "secrets", namespace, name)
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        raise SecretForbidden(name) from None
 
 
 def _create_hint(name: str, namespace: str) -> str:
@@ -58,16 +77,10 @@ async def check_storage_secret(
     )
     needed_for = f"the pods need it for {remote[0]}"
     try:
-        secret = await rt.client.get("v1", "secrets", namespace, name)
-    except ApiError as exc:
-        if exc.status != 403:
-            raise
-        return Blocked(
-            Reason.STORAGE_SECRET_MISSING,
-            f"the operator may not read Secret {name!r} in namespace {namespace!r} ({source}; {needed_for}); "
-            "grant it get on secrets there (the chart's Role/ClusterRole does, for the namespaces it watches)",
-            RETRY_SECONDS,
-        )
+        secret = await fetch_secret(rt, namespace, name)
+    except SecretForbidden:
+        message = f"the operator may not read Secret {name!r} in namespace {namespace!r} ({source}; {needed_for}); {GRANT_HINT}"
+        return Blocked(Reason.STORAGE_SECRET_MISSING, message, RETRY_SECONDS)
     if secret is None:
         return Blocked(
             Reason.STORAGE_SECRET_MISSING,

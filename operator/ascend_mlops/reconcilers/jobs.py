@@ -1,4 +1,5 @@
-"""Run-to-completion pods with retries: shared by TrainingJob and ModelConversion.
+"""Run-to-completion pods with retries: the pods of TrainingJob, ModelConversion and BatchPrediction
+(lifecycle.py writes their status around this).
 
 An *attempt* is one set of worker pods (one pod for a conversion). Pods are named
 and labelled by attempt, so the attempt in progress is recovered from the pods
@@ -24,11 +25,11 @@ from ascend_mlops.api.constants import (
     API_VERSION,
     LABEL_REPLICA_INDEX,
     ConditionType,
-    Phase,
     Reason,
 )
 from ascend_mlops.builders.common import Owner, selector_labels
 from ascend_mlops.reconcilers import pods as P
+from ascend_mlops.reconcilers import podstart
 from ascend_mlops.reconcilers.credentials import Blocked
 from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
 
@@ -104,35 +105,6 @@ def failure_details(state: P.PodState) -> tuple[int | None, str, dict[str, Any]]
     return code, error, summary
 
 
-CONFLICT_RETRY_SECONDS: Final = 30.0
-
-
-def mark_child_conflict(status: dict[str, Any], conditions: st.Conditions, exc: Exception) -> None:
-    """A child's name is taken by an object this job does not own: stalled until the user removes it."""
-    conditions.set(ConditionType.SUCCEEDED, st.UNKNOWN, Reason.RECONCILE_ERROR, str(exc))
-    st.set_kstatus(conditions, reconciling=None, stalled=Reason.RECONCILE_ERROR, message=str(exc))
-    status.update(phase=Phase.PENDING, conditions=conditions.to_list())
-
-
-def mark_finished(
-    status: dict[str, Any],
-    conditions: st.Conditions,
-    now: datetime.datetime,
-    succeeded: bool,
-    reason: str,
-    message: str,
-) -> None:
-    """The status of a job that ended: Succeeded True/False, Running and Restarting off, kstatus settled."""
-    status["completionTime"] = st.timestamp(now)
-    conditions.set(ConditionType.RUNNING, st.FALSE, reason, "finished")
-    conditions.set(ConditionType.SUCCEEDED, st.TRUE if succeeded else st.FALSE, reason, message)
-    restarting = conditions.get(ConditionType.RESTARTING)
-    if restarting is not None and restarting.get("status") == st.TRUE:
-        conditions.set(ConditionType.RESTARTING, st.FALSE, reason, "finished")
-    st.set_kstatus(conditions, reconciling=None, stalled=None if succeeded else reason, message=message)
-    status.update(phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, conditions=conditions.to_list())
-
-
 async def expire_after_ttl(
     rt: Runtime, key: Key, status: dict[str, Any], ttl: int | None, now: datetime.datetime
 ) -> Result:
@@ -162,6 +134,16 @@ async def cleanup(rt: Runtime, owner: Owner, plan_component: str, policy: str, s
         await rt.delete_child(owner, "v1", "services", name)
 
 
+@dataclass
+class _Attempt:
+    """The attempt in progress (0-based) and its pods by index."""
+
+    number: int
+    recorded: int  # the attempt status.attempts names
+    current: dict[int, P.PodState]
+    restarted: bool = False
+
+
 async def drive(
     rt: Runtime,
     owner: Owner,
@@ -171,154 +153,192 @@ async def drive(
     now: datetime.datetime,
 ) -> JobOutcome:
     """Advance the job by one step; updates `status` (attempts, startTime, workers, lastFailure)."""
-    labels = selector_labels(owner, plan.component)
-    states = [P.pod_state(p, plan.container) for p in await rt.list_children(owner, "v1", "pods", labels)]
-    recorded = max(int(status.get("attempts") or 1) - 1, 0)
-    attempt = max([recorded, *(s.attempt for s in states)])
-    current = {s.index: s for s in states if s.attempt == attempt and not s.deleting}
-
-    # A newer attempt exists: whatever still runs of older ones is useless.
-    for s in states:
-        if s.attempt < attempt and s.active:
-            await rt.delete_child(owner, "v1", "pods", s.name)
-
+    at = await _find_attempt(rt, owner, plan, status)
     start = st.parse_timestamp(status.get("startTime"))
-    if current:
+    if at.current:
         # What the pods prove is recorded whatever state they are in: an operator
         # killed right after creating them never wrote it, and the next one may
         # find them already finished.
-        _record_attempt(status, conditions, plan, attempt, now)
+        _record_attempt(status, conditions, plan, at.number, now)
     deadline_left: float | None = None
     if plan.deadline_seconds is not None and start is not None:
         deadline_left = (start + datetime.timedelta(seconds=plan.deadline_seconds) - now).total_seconds()
         if deadline_left <= 0:
-            for s in current.values():
-                if s.active:
-                    await rt.delete_child(owner, "v1", "pods", s.name)
-            _count_workers(status, current.values())
-            return JobOutcome(
-                STATE_FAILED,
-                Reason.DEADLINE_EXCEEDED,
-                f"the {plan.what} ran longer than spec.activeDeadlineSeconds={plan.deadline_seconds}s "
-                f"(attempt {attempt + 1}); raise the deadline or make the work smaller",
-            )
-
-    summaries = {
-        index: _summary(s) for index, s in current.items() if s.phase == P.SUCCEEDED
-    }
-    chief = current.get(0)
-    if plan.success_policy == SUCCESS_ALL_WORKERS:
-        succeeded = all(i in summaries for i in range(plan.workers))
-    else:
-        succeeded = chief is not None and chief.phase == P.SUCCEEDED
-    if succeeded:
-        _count_workers(status, current.values())
+            return await _past_deadline(rt, owner, plan, status, at)
+    summaries = {index: _summary(s) for index, s in at.current.items() if s.phase == P.SUCCEEDED}
+    if _succeeded(plan, at.current, summaries):
+        _count_workers(status, at.current.values())
         return JobOutcome(STATE_SUCCEEDED, Reason.SUCCEEDED, "", summary=summaries.get(0, {}), summaries=summaries)
+    ended = await _end_failed_attempt(rt, owner, plan, status, conditions, at)
+    if ended is not None:
+        return ended
+    created = await _create_pods(rt, owner, plan, conditions, at, start is not None, deadline_left)
+    if isinstance(created, JobOutcome):
+        return created
+    if start is None and plan.deadline_seconds is not None:
+        deadline_left = float(plan.deadline_seconds)
+    _record_attempt(status, conditions, plan, at.number, now)
+    summaries = {i: summary for i, summary in summaries.items() if i in at.current}
+    return await _starting_or_running(rt, owner, plan, status, conditions, at, created, summaries, deadline_left, now)
 
-    restarted = False
-    failed = sorted((s for s in current.values() if s.phase == P.FAILED), key=lambda s: s.index)
-    if failed:
-        pod = failed[0]
-        code, error, summary = failure_details(pod)
-        retryable = code is None or code < 0 or contract.is_retryable_exit(code)
-        status["lastFailure"] = {
-            "attempt": attempt,
-            "pod": pod.name,
-            **({"exitCode": code} if code is not None and code >= 0 else {}),
-            "reason": (pod.terminated.reason if pod.terminated else "") or pod.reason or "Failed",
-            "message": st.shorten(error, 2048),
-            "retryable": retryable,
-        }
-        for s in current.values():
-            if s.active:
-                await rt.delete_child(owner, "v1", "pods", s.name)
-        _count_workers(status, current.values())
-        if not retryable:
-            return JobOutcome(
-                STATE_FAILED,
-                Reason.PERMANENT_ERROR,
-                f"pod {pod.name} failed with {describe_exit(code)}: {error}. This error is not retried: "
-                "fix the spec or the input and create the resource again",
-                summary=summary,
-            )
-        if attempt >= plan.backoff_limit:
-            return JobOutcome(
-                STATE_FAILED,
-                Reason.BACKOFF_LIMIT_EXCEEDED,
-                f"{attempt + 1} attempt(s) failed (spec.backoffLimit={plan.backoff_limit}); the last: pod "
-                f"{pod.name} failed with {describe_exit(code)}: {error}",
-                summary=summary,
-            )
-        conditions.set(
-            ConditionType.RESTARTING,
-            st.TRUE,
-            Reason.POD_RESTARTED,
-            f"attempt {attempt + 1} failed: pod {pod.name} exited with {describe_exit(code)}: {error}; "
-            f"starting attempt {attempt + 2} of {plan.backoff_limit + 1}",
-        )
-        attempt += 1
-        current = {}
-        restarted = True
 
+async def _find_attempt(rt: Runtime, owner: Owner, plan: JobPlan, status: dict[str, Any]) -> _Attempt:
+    """The attempt in progress, recovered from the pods; whatever runs of older ones is stopped."""
+    labels = selector_labels(owner, plan.component)
+    states = [P.pod_state(p, plan.container) for p in await rt.list_children(owner, "v1", "pods", labels)]
+    recorded = max(int(status.get("attempts") or 1) - 1, 0)
+    attempt = max([recorded, *(s.attempt for s in states)])
+    for s in states:
+        if s.attempt < attempt and s.active:
+            await rt.delete_child(owner, "v1", "pods", s.name)
+    current = {s.index: s for s in states if s.attempt == attempt and not s.deleting}
+    return _Attempt(attempt, recorded, current)
+
+
+async def _past_deadline(rt: Runtime, owner: Owner, plan: JobPlan, status: dict[str, Any], at: _Attempt) -> JobOutcome:
+    await _stop(rt, owner, at)
+    _count_workers(status, at.current.values())
+    return JobOutcome(
+        STATE_FAILED,
+        Reason.DEADLINE_EXCEEDED,
+        f"the {plan.what} ran longer than spec.activeDeadlineSeconds={plan.deadline_seconds}s "
+        f"(attempt {at.number + 1}); raise the deadline or make the work smaller",
+    )
+
+
+def _succeeded(plan: JobPlan, current: dict[int, P.PodState], summaries: dict[int, dict[str, Any]]) -> bool:
+    if plan.success_policy == SUCCESS_ALL_WORKERS:
+        return all(i in summaries for i in range(plan.workers))
+    chief = current.get(0)
+    return chief is not None and chief.phase == P.SUCCEEDED
+
+
+async def _stop(rt: Runtime, owner: Owner, at: _Attempt) -> None:
+    for s in at.current.values():
+        if s.active:
+            await rt.delete_child(owner, "v1", "pods", s.name)
+
+
+async def _end_failed_attempt(
+    rt: Runtime, owner: Owner, plan: JobPlan, status: dict[str, Any], conditions: st.Conditions, at: _Attempt
+) -> JobOutcome | None:
+    """A failed pod ends the attempt: the job's failure, or (None) the next attempt to start."""
+    failed = sorted((s for s in at.current.values() if s.phase == P.FAILED), key=lambda s: s.index)
+    if not failed:
+        return None
+    pod = failed[0]
+    code, error, summary = failure_details(pod)
+    retryable = code is None or code < 0 or contract.is_retryable_exit(code)
+    status["lastFailure"] = {
+        "attempt": at.number,
+        "pod": pod.name,
+        **({"exitCode": code} if code is not None and code >= 0 else {}),
+        "reason": (pod.terminated.reason if pod.terminated else "") or pod.reason or "Failed",
+        "message": st.shorten(error, 2048),
+        "retryable": retryable,
+    }
+    await _stop(rt, owner, at)
+    _count_workers(status, at.current.values())
+    failure = f"pod {pod.name} failed with {describe_exit(code)}: {error}"
+    if not retryable:
+        message = f"{failure}. This error is not retried: fix the spec or the input and create the resource again"
+        return JobOutcome(STATE_FAILED, Reason.PERMANENT_ERROR, message, summary=summary)
+    if at.number >= plan.backoff_limit:
+        message = f"{at.number + 1} attempt(s) failed (spec.backoffLimit={plan.backoff_limit}); the last: {failure}"
+        return JobOutcome(STATE_FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, message, summary=summary)
+    conditions.set(
+        ConditionType.RESTARTING,
+        st.TRUE,
+        Reason.POD_RESTARTED,
+        f"attempt {at.number + 1} failed: pod {pod.name} exited with {describe_exit(code)}: {error}; "
+        f"starting attempt {at.number + 2} of {plan.backoff_limit + 1}",
+    )
+    at.number, at.current, at.restarted = at.number + 1, {}, True
+    return None
+
+
+async def _create_pods(
+    rt: Runtime,
+    owner: Owner,
+    plan: JobPlan,
+    conditions: st.Conditions,
+    at: _Attempt,
+    started: bool,
+    deadline_left: float | None,
+) -> list[str] | JobOutcome:
+    """Make sure the attempt's Services and pods exist (create, or adopt what is there): the names
+    created, or the outcome of a precheck that says not yet."""
     to_create = [
         pod_body
-        for pod_body in plan.build_pods(attempt)
-        if int(pod_body["metadata"]["labels"].get(LABEL_REPLICA_INDEX, "0")) not in current
+        for pod_body in plan.build_pods(at.number)
+        if int(pod_body["metadata"]["labels"].get(LABEL_REPLICA_INDEX, "0")) not in at.current
     ]
     if to_create and plan.precheck is not None:
         blocked = await plan.precheck()
         if blocked is not None:
             # Nothing is created; a failed attempt is found again (and retried) once unblocked.
-            requeue = blocked.requeue_after if deadline_left is None else min(blocked.requeue_after, deadline_left)
+            requeue = earliest(blocked.requeue_after, deadline_left)
             return JobOutcome(STATE_PENDING, blocked.reason, blocked.message, requeue_after=requeue)
-
-    # Make sure the attempt's Services and pods exist (create, or adopt what is there).
     for service in plan.services:
         await rt.create_child(owner, "v1", "services", service)
-    missing_after_start = start is not None and not restarted and attempt == recorded
-    created_names = []
-    for pod_body in to_create:
-        if await rt.create_child(owner, "v1", "pods", pod_body):
-            created_names.append(pod_body["metadata"]["name"])
-    if created_names and missing_after_start:
+    created = [body["metadata"]["name"] for body in to_create if await rt.create_child(owner, "v1", "pods", body)]
+    if created and started and not at.restarted and at.number == at.recorded:
         conditions.set(
             ConditionType.RESTARTING,
             st.TRUE,
             Reason.POD_MISSING,
-            f"pod(s) {', '.join(created_names)} of attempt {attempt + 1} disappeared (deleted or evicted); "
+            f"pod(s) {', '.join(created)} of attempt {at.number + 1} disappeared (deleted or evicted); "
             "created them again",
         )
-    if start is None and plan.deadline_seconds is not None:
-        deadline_left = float(plan.deadline_seconds)
-    _record_attempt(status, conditions, plan, attempt, now)
+    return created
+
+
+async def _starting_or_running(
+    rt: Runtime,
+    owner: Owner,
+    plan: JobPlan,
+    status: dict[str, Any],
+    conditions: st.Conditions,
+    at: _Attempt,
+    created: list[str],
+    summaries: dict[int, dict[str, Any]],
+    deadline_left: float | None,
+    now: datetime.datetime,
+) -> JobOutcome:
+    current = at.current
     active = [s for s in current.values() if s.active]
     status["workers"] = {
-        "active": len(active) + len(created_names),
+        "active": len(active) + len(created),
         "succeeded": sum(1 for s in current.values() if s.phase == P.SUCCEEDED),
         "failed": 0,
     }
-    chief = current.get(0)
-    running_chief = chief.name if chief is not None and chief.phase == P.RUNNING and not chief.deleting else None
     running = {i: s.name for i, s in current.items() if s.phase == P.RUNNING and not s.deleting}
-    summaries = {i: summary for i, summary in summaries.items() if i in current}
-    all_running = not created_names and len(current) >= plan.workers and all(
-        s.phase in (P.RUNNING, P.SUCCEEDED) for s in current.values()
-    )
-    if all_running:
-        if not restarted:
+    seen = JobOutcome(STATE_PENDING, Reason.PENDING, "", running_chief=running.get(0), running=running, summaries=summaries)
+    if not created and len(current) >= plan.workers and all(s.phase in (P.RUNNING, P.SUCCEEDED) for s in current.values()):
+        if not at.restarted:
             restarting = conditions.get(ConditionType.RESTARTING)
             if restarting is not None and restarting.get("status") == st.TRUE:
-                conditions.set(ConditionType.RESTARTING, st.FALSE, Reason.RUNNING, f"attempt {attempt + 1} is running")
-        return JobOutcome(
-            STATE_RUNNING, Reason.RUNNING, f"{plan.workers} pod(s) running (attempt {attempt + 1})",
-            requeue_after=deadline_left, running_chief=running_chief, running=running, summaries=summaries,
-        )
+                conditions.set(ConditionType.RESTARTING, st.FALSE, Reason.RUNNING, f"attempt {at.number + 1} is running")
+        seen.state, seen.reason = STATE_RUNNING, Reason.RUNNING
+        seen.message, seen.requeue_after = f"{plan.workers} pod(s) running (attempt {at.number + 1})", deadline_left
+        return seen
+    # Pods past ASCEND_MLOPS_POD_START_TIMEOUT: the job's own summary (Succeeded=Unknown, Running=False)
+    # takes reason PodStartTimeout, where `kubectl get`, `kubectl wait` and the printer columns look, rather
+    # than a condition type of its own; its transition is a Warning Event. Reconciling, not Stalled: the
+    # kubelet keeps trying, and a slow image pull or a volume attached late still lets the pod start.
+    started = await podstart.check(rt, owner.namespace, current.values(), now)
+    seen.requeue_after = earliest(deadline_left, started.requeue_after)
+    if started.message:
+        seen.reason, seen.message = Reason.POD_START_TIMEOUT, started.message
+        return seen
     problems = [msg for s in current.values() if (msg := P.pending_explanation(s))]
-    message = "; ".join(problems) if problems else f"waiting for {plan.workers} pod(s) of attempt {attempt + 1} to start"
-    return JobOutcome(
-        STATE_PENDING, Reason.PENDING, message, requeue_after=deadline_left, running_chief=running_chief,
-        running=running, summaries=summaries,
-    )
+    seen.message = "; ".join(problems) if problems else f"waiting for {plan.workers} pod(s) of attempt {at.number + 1} to start"
+    return seen
+
+
+def earliest(*delays: float | None) -> float | None:
+    known = [d for d in delays if d is not None]
+    return min(known) if known else None
 
 
 def _record_attempt(status: dict[str, Any], conditions: st.Conditions, plan: JobPlan, attempt: int, now: datetime.datetime) -> None:

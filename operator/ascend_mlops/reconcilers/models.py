@@ -5,14 +5,21 @@ runs. Labels default to the referenced conversion's TrainingJob's labels.txt."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import Reason
 from ascend_mlops.api.specs import FieldError, StorageURI, parse_storage_uri
 from ascend_mlops.builders.model import ResolvedModel
 from ascend_mlops.reconcilers import references
+from ascend_mlops.reconcilers.references import (
+    Waiting as Waiting,  # re-exported for the kinds that resolve models
+)
 from ascend_mlops.reconcilers.runtime import Key, Runtime
+
+CONVERSION_REF: Final = references.RefField(
+    "spec.model.conversionRef.name", Reason.WAITING_FOR_CONVERSION, "create it or fix the name", "fix it or serve another model"
+)
 
 
 @dataclass(frozen=True)
@@ -23,14 +30,6 @@ class ModelRef:
     model: StorageURI | None
     labels: StorageURI | None
     runtime: str
-
-
-class Waiting(Exception):
-    def __init__(self, reason: str, message: str, failed: bool) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.failed = failed
 
 
 async def resolve_model(
@@ -49,33 +48,9 @@ async def resolve_model(
     assert ref.conversion_ref is not None
     name = ref.conversion_ref
     mc_key = Key(constants.MODEL_CONVERSION, key.namespace, name)
-    conversion = await rt.get(mc_key)
-    state = references.summarize(conversion)
+    conversion = await references.require_succeeded(rt, key, mc_key, CONVERSION_REF, slot)
     referenced = [mc_key]
-    if not state.found:
-        rt.set_references(key, referenced, slot)
-        raise Waiting(
-            Reason.REFERENCE_NOT_FOUND,
-            f"spec.model.conversionRef.name: ModelConversion {name!r} not found in namespace {key.namespace!r}; "
-            "create it or fix the name",
-            failed=False,
-        )
-    if state.failed:
-        rt.set_references(key, referenced, slot)
-        raise Waiting(
-            Reason.REFERENCE_FAILED,
-            f"spec.model.conversionRef.name: ModelConversion {name!r} failed ({state.message}); fix it or "
-            "serve another model",
-            failed=True,
-        )
-    if not state.succeeded:
-        rt.set_references(key, referenced, slot)
-        raise Waiting(
-            Reason.WAITING_FOR_CONVERSION,
-            f"waiting for ModelConversion {name!r} to succeed (phase {state.phase})",
-            failed=False,
-        )
-    mc_status = (conversion or {}).get("status") or {}
+    mc_status = conversion.get("status") or {}
     source = mc_status.get("source") or {}
     if ref.runtime == "tensorflow":
         # The CPU runtime serves what the conversion started from: the frozen graph.
@@ -85,13 +60,8 @@ async def resolve_model(
     try:
         model_uri = parse_storage_uri(location, f"ModelConversion {name} {field_name}")
     except FieldError as exc:
-        rt.set_references(key, referenced, slot)
-        raise Waiting(
-            Reason.REFERENCE_FAILED,
-            f"spec.model.conversionRef.name: ModelConversion {name!r} succeeded but reports no usable model "
-            f"({exc}); rerun it or set spec.model.uri",
-            failed=True,
-        ) from None
+        detail = f"reports no usable model ({exc}); rerun it or set spec.model.uri"
+        raise references.unusable(CONVERSION_REF, mc_key, detail) from None
     labels: StorageURI | None = ref.labels
     job_name = source.get("trainingJob")
     if labels is None and isinstance(job_name, str) and job_name:
@@ -109,5 +79,19 @@ async def resolve_model(
     if labels is not None:
         record["labels"] = str(labels)
     if mc_status.get("simulated"):
-        record["simulated"] = True
+        record["simulated"] = True  # the .om is the ATC simulator's; on_simulator() decides for the pods
     return ResolvedModel(model_uri, labels, ref.runtime), record
+
+
+def on_simulator(model: ResolvedModel, record: dict[str, Any], simulator: bool) -> bool:
+    """Whether the pods that load `model` run on the Ascend simulator; `record` (status.model) says so or not.
+
+    Only the acl runtime does (the operator's simulator setting, or an .om the ATC
+    simulator wrote); a TensorFlow pod runs the graph on the CPU, also the frozen
+    graph a simulated conversion started from."""
+    simulated = model.runtime == "acl" and (simulator or bool(record.get("simulated")))
+    if simulated:
+        record["simulated"] = True
+    else:
+        record.pop("simulated", None)
+    return simulated

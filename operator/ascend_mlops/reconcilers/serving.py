@@ -27,6 +27,7 @@ from ascend_mlops.api.specs import (
 from ascend_mlops.builders import serving as builder
 from ascend_mlops.builders.common import Owner
 from ascend_mlops.kube import ApiError
+from ascend_mlops.reconcilers import credentials
 from ascend_mlops.reconcilers.children import delete_if_present, ensure_child
 from ascend_mlops.reconcilers.credentials import RETRY_SECONDS, Blocked
 from ascend_mlops.reconcilers.runtime import Runtime
@@ -108,16 +109,10 @@ async def check_auth_secret(rt: Runtime, namespace: str, spec: InferenceServiceS
         return None
     name = spec.auth.secret_name
     try:
-        found = await rt.client.get_metadata("v1", "secrets", namespace, name)
-    except ApiError as exc:
-        if exc.status != 403:
-            raise
-        return Blocked(
-            Reason.AUTH_SECRET_MISSING,
-            f"the operator may not look up Secret {name!r} (spec.auth.secretName) in namespace {namespace!r}; "
-            "grant it get on secrets there (the chart's Role/ClusterRole does, for the namespaces it watches)",
-            RETRY_SECONDS,
-        )
+        found = await credentials.fetch_secret(rt, namespace, name, metadata_only=True)
+    except credentials.SecretForbidden:
+        where = f"Secret {name!r} (spec.auth.secretName) in namespace {namespace!r}"
+        return Blocked(Reason.AUTH_SECRET_MISSING, f"the operator may not look up {where}; {credentials.GRANT_HINT}", RETRY_SECONDS)
     if found is None:
         return Blocked(
             Reason.AUTH_SECRET_MISSING,
