@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ascend_mlops.api import catalog, constants
+from ascend_mlops.api import catalog, constants, specs
 from ascend_mlops.api.specs import (
     parse_batch_prediction,
     parse_inference_service,
@@ -185,6 +185,15 @@ def test_schema_enums_match_the_catalog() -> None:
     assert set(mc["options"]["properties"]) == set(catalog.CONVERSION_OPTIONS)
     isvc = open_api_schema(constants.INFERENCE_SERVICE)["properties"]["spec"]["properties"]
     assert isvc["runtime"]["enum"] == list(catalog.BACKENDS)
+    # The ATC option values the converter maps to flags (ascend/atc.py): what the schema admits, the converter knows.
+    options = mc["options"]["properties"]
+    for name, known in (
+        ("inputFormat", specs.INPUT_FORMATS),
+        ("outputType", specs.OUTPUT_TYPES),
+        ("preferredDataFormat", specs.PREFERRED_DATA_FORMATS),
+        ("precisionMode", specs.PRECISION_MODES),
+    ):
+        assert options[name]["enum"] == list(known), name
 
 
 # --- examples -----------------------------------------------------------------------------

@@ -124,6 +124,8 @@ class Reason:
     PERMANENT_ERROR: Final = "PermanentError"
     POD_RESTARTED: Final = "PodRestarted"
     POD_MISSING: Final = "PodMissing"
+    # A scheduled pod not running ASCEND_MLOPS_POD_START_TIMEOUT seconds later (any kind's pods)
+    POD_START_TIMEOUT: Final = "PodStartTimeout"
     # References
     WAITING_FOR_TRAINING_JOB: Final = "WaitingForTrainingJob"
     WAITING_FOR_CONVERSION: Final = "WaitingForConversion"

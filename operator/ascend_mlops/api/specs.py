@@ -1,10 +1,13 @@
 """Typed parsing of the resources' specs.
 
-The CRD schemas already reject most malformed objects at `kubectl apply`; this
-module is the operator's own check of what a schema cannot express (exactly one
-of two fields, supported URI schemes, cross-field rules) and turns the raw dict
-into dataclasses the builders can trust. Every error names the field, the bad
-value and the fix, e.g.::
+The CRD schemas (crds/, read through api/crds.py) are the one place where the
+fields' defaults, bounds, enums, patterns and lengths are written: the API server
+applies them at `kubectl apply`, and this module's reader takes them from the same
+schema (tests/unit/test_schema_source.py checks that it enforces every one). What is
+written here is what a schema cannot express (exactly one of two fields, supported
+URI schemes, cross-field rules, defaults that depend on another field or on the
+operator's settings), and the dataclasses the builders can trust. Every error names
+the field, the bad value and the fix, e.g.::
 
     spec.dataset.uri: unsupported scheme 'http'; use pvc://<claim>/<path>, file:///<path>, s3://<bucket>/<prefix> or obs://<bucket>/<prefix>
 
@@ -13,13 +16,22 @@ All errors of a spec are collected, so a user fixes them in one round.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from ascend_mlops.api import catalog
+from ascend_mlops.api import catalog, crds
+from ascend_mlops.api.constants import (
+    BATCH_PREDICTION,
+    INFERENCE_SERVICE,
+    MODEL_CONVERSION,
+    TRAINING_JOB,
+)
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------
 # Errors
@@ -161,15 +173,8 @@ def parse_storage_uri(value: object, path: str) -> StorageURI:
 _QUANTITY: Final = re.compile(
     r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-_ENV_NAME: Final = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _K8S_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_MODEL_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 TOLERATION_KEYS: Final = ("key", "operator", "value", "effect", "tolerationSeconds")
-CLEAN_POD_POLICIES: Final = ("Running", "All", "None")
-DEFAULT_BACKOFF_LIMIT: Final = 3
-DEFAULT_CONVERSION_BACKOFF_LIMIT: Final = 1
-MAX_WORKERS: Final = 16
-MAX_PARALLELISM: Final = 64  # BatchPrediction pods, one Ascend device each
 INPUT_FORMATS: Final = ("NHWC", "NCHW", "ND", "NCDHW", "NDHWC")
 OUTPUT_TYPES: Final = ("FP32", "FP16", "UINT8")
 PREFERRED_DATA_FORMATS: Final = ("5D", "4D")
@@ -180,8 +185,6 @@ PRECISION_MODES: Final = (
     "allow_mix_precision",
     "force_fp32",
 )
-ATC_LOG_LEVELS: Final = ("debug", "info", "warning", "error", "null")
-_INPUT_SHAPE: Final = re.compile(r"^[^:;,\s]+:-?\d+(,-?\d+)*(;[^:;,\s]+:-?\d+(,-?\d+)*)*$")
 
 # The seed's serving flavour (ascend-reference.md §1: ARM CPU 3 cores 6 GiB + 1 x Ascend 310).
 DEFAULT_SERVER_RESOURCES: Final[dict[str, dict[str, str]]] = {
@@ -189,24 +192,6 @@ DEFAULT_SERVER_RESOURCES: Final[dict[str, dict[str, str]]] = {
     "limits": {"cpu": "3", "memory": "6Gi"},
 }
 
-# (type, minimum, maximum) per hyperparameter; None means unbounded.
-HYPERPARAMETER_TYPES: Final[dict[str, tuple[type, float | None, float | None]]] = {
-    "batch_size": (int, 1, 4096),
-    "learning_rate": (float, 0.0, 10.0),
-    "momentum": (float, 0.0, 1.0),
-    "weight_decay": (float, 0.0, 1.0),
-    "epochs": (int, 1, 10000),
-    "patience": (int, 0, 10000),
-    "image_size": (int, 16, 1024),
-    "eval_every": (int, 1, 10000),
-    "warmup_epochs": (float, 0.0, 1000.0),
-    "label_smoothing": (float, 0.0, 0.5),
-    "crop_scale": (float, 0.05, 1.0),
-    "color_jitter": (float, 0.0, 0.5),
-    "eval_crop": (float, 0.5, 1.0),
-    "freeze_epochs": (int, 0, 10000),
-    "fine_tune_lr_scale": (float, 0.001, 1.0),
-}
 
 
 @dataclass(frozen=True)
@@ -238,25 +223,26 @@ def is_object_name(text: str) -> bool:
     return len(text) <= 253 and bool(_K8S_NAME.match(text))
 
 
-@dataclass(frozen=True)
+# The specs as parsed: defaults are the CRD schema's, applied by the parser (no second copy here).
+@dataclass(frozen=True, kw_only=True)
 class TrainingJobSpec:
     algorithm: str
     hyperparameters: Mapping[str, int | float | str]
     dataset: StorageURI
     train_ratio: float
     output: StorageURI
-    workers: int = 1
+    workers: int
     weights: StorageURI | None = None
     seed: int | None = None
-    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    backoff_limit: int
     active_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
-    clean_pod_policy: str = "Running"
+    clean_pod_policy: str
     pod: PodOptions = field(default_factory=PodOptions)
     storage: StorageOptions = field(default_factory=StorageOptions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConversionSpec:
     training_job_ref: str | None
     source: StorageURI | None
@@ -264,7 +250,7 @@ class ModelConversionSpec:
     soc_version: str
     options: Mapping[str, Any]
     output: StorageURI | None
-    backoff_limit: int = DEFAULT_CONVERSION_BACKOFF_LIMIT
+    backoff_limit: int
     active_deadline_seconds: int | None = None
     pod: PodOptions = field(default_factory=PodOptions)
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -278,13 +264,10 @@ class Accelerator:
 
 EXPOSURE_INGRESS: Final = "Ingress"
 EXPOSURE_HTTPROUTE: Final = "HTTPRoute"
-EXPOSURE_TYPES: Final = (EXPOSURE_INGRESS, EXPOSURE_HTTPROUTE)
 METRIC_CONCURRENCY: Final = "concurrency"
 METRIC_CPU: Final = "cpu"
-AUTOSCALING_METRICS: Final = (METRIC_CONCURRENCY, METRIC_CPU)
 # Per metric: the default target (in-flight requests per pod; percent of the CPU request).
 DEFAULT_TARGETS: Final[dict[str, float]] = {METRIC_CONCURRENCY: 4.0, METRIC_CPU: 80.0}
-MAX_REPLICAS: Final = 100
 # A host name: DNS labels of at most 63 characters, lowercase (what Ingress and HTTPRoute accept, no wildcard).
 _HOST: Final = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
 
@@ -316,8 +299,8 @@ class Autoscaling:
     """`spec.autoscaling`: an HPA (or a KEDA ScaledObject) moves the stable revision between min and max replicas."""
 
     max_replicas: int
-    min_replicas: int = 1
-    metric: str = METRIC_CONCURRENCY
+    min_replicas: int = field(default_factory=lambda: crds.default(INFERENCE_SERVICE, "spec.autoscaling.minReplicas"))
+    metric: str = field(default_factory=lambda: crds.default(INFERENCE_SERVICE, "spec.autoscaling.metric"))
     target: float = DEFAULT_TARGETS[METRIC_CONCURRENCY]
 
 
@@ -347,11 +330,15 @@ class InferenceServiceSpec:
 class CanaryAnalysis:
     """Walk `steps` (percent of traffic), checking the canary's metrics every `interval_seconds`."""
 
-    interval_seconds: int = 60
-    steps: tuple[int, ...] = (10, 50, 100)
-    max_error_rate: float = 0.01  # share of the canary's inference requests answered 5xx
-    max_latency_p99_ms: float | None = None
-    min_requests: int = 20  # fewer canary requests in an interval: no verdict yet, the interval grows
+    interval_seconds: int
+    steps: tuple[int, ...]
+    max_error_rate: float  # share of the canary's inference requests answered 5xx
+    max_latency_p99_ms: float | None
+    min_requests: int  # fewer canary requests in an interval: no verdict yet, the interval grows
+
+
+# With analysis and no steps (the schema has no default for a list the user would have to repeat).
+DEFAULT_STEPS: Final = (10, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -367,7 +354,7 @@ class CanarySpec:
     analysis: CanaryAnalysis | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchPredictionSpec:
     """A model over every image of `input` (a folder, or a .manifest of JSON lines), results into `output`."""
 
@@ -378,10 +365,10 @@ class BatchPredictionSpec:
     accelerator: Accelerator | None  # per pod
     input: StorageURI
     output: StorageURI
-    parallelism: int = 1
+    parallelism: int
     batch_size: int | None = None
     top_k: int | None = None
-    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    backoff_limit: int
     active_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
     pod: PodOptions = field(default_factory=PodOptions)
@@ -395,8 +382,14 @@ _MISSING: Final = object()
 
 
 class _Reader:
-    def __init__(self) -> None:
+    """Reads one kind's spec: types, defaults, bounds and enums from its CRD schema (crds.node)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
         self.errors: list[FieldError] = []
+
+    def _schema(self, where: str) -> Mapping[str, Any]:
+        return crds.node(self.kind, where)
 
     def fail(self, path: str, message: str) -> None:
         self.errors.append(FieldError(path, message))
@@ -424,8 +417,14 @@ class _Reader:
         pattern: re.Pattern[str] | None = None,
         hint: str = "",
     ) -> str | None:
-        value = data.get(key, _MISSING)
         where = f"{path}.{key}"
+        schema = self._schema(where)
+        default = schema.get("default") if default is None else default
+        choices = schema.get("enum") if choices is None else choices
+        if pattern is None and schema.get("pattern"):
+            pattern = _compiled(schema["pattern"])
+        longest: int | None = schema.get("maxLength")
+        value = data.get(key, _MISSING)
         if value is _MISSING or value is None or value == "":
             if required:
                 self.fail(where, f"is required{'; ' + hint if hint else ''}")
@@ -436,8 +435,11 @@ class _Reader:
         if choices is not None and value not in choices:
             self.fail(where, f"unknown value {value!r}; use one of: {', '.join(choices)}")
             return default
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             self.fail(where, f"{value!r} is not valid{'; ' + hint if hint else ''}")
+            return default
+        if longest is not None and len(value) > longest:
+            self.fail(where, f"{value!r} is longer than {longest} characters")
             return default
         return value
 
@@ -451,12 +453,22 @@ class _Reader:
         minimum: int | None = None,
         maximum: int | None = None,
     ) -> int | None:
-        value = data.get(key, _MISSING)
         where = f"{path}.{key}"
+        schema = self._schema(where)
+        default = schema.get("default") if default is None else default
+        if minimum is None and schema.get("minimum") is not None:
+            minimum = schema["minimum"] + (1 if schema.get("exclusiveMinimum") else 0)
+        if maximum is None and schema.get("maximum") is not None:
+            maximum = schema["maximum"] - (1 if schema.get("exclusiveMaximum") else 0)
+        choices: Sequence[int] | None = schema.get("enum")
+        value = data.get(key, _MISSING)
         if value is _MISSING or value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(where, f"expected an integer, got {value!r}")
+            return default
+        if choices is not None and value not in choices:
+            self.fail(where, f"{value} is not one of: {', '.join(str(c) for c in choices)}")
             return default
         if minimum is not None and value < minimum:
             self.fail(where, f"{value} is below the minimum {minimum}")
@@ -476,9 +488,21 @@ class _Reader:
         exclusive_min: float | None = None,
         exclusive_max: float | None = None,
         minimum: float | None = None,
+        maximum_hint: str = "",
     ) -> float | None:
-        value = data.get(key, _MISSING)
         where = f"{path}.{key}"
+        schema = self._schema(where)
+        default = schema.get("default") if default is None else default
+        if schema.get("exclusiveMinimum"):
+            exclusive_min = schema.get("minimum") if exclusive_min is None else exclusive_min
+        elif minimum is None:
+            minimum = schema.get("minimum")
+        maximum: float | None = None
+        if schema.get("exclusiveMaximum"):
+            exclusive_max = schema.get("maximum") if exclusive_max is None else exclusive_max
+        else:
+            maximum = schema.get("maximum")
+        value = data.get(key, _MISSING)
         if value is _MISSING or value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -493,6 +517,9 @@ class _Reader:
             return default
         if minimum is not None and number < minimum:
             self.fail(where, f"{value} is below the minimum {minimum:g}")
+            return default
+        if maximum is not None and number > maximum:
+            self.fail(where, f"{value:g} {maximum_hint}" if maximum_hint else f"{value} is above the maximum {maximum:g}")
             return default
         return number
 
@@ -520,7 +547,6 @@ class _Reader:
             "name",
             f"{path}.{key}",
             required=True,
-            pattern=_K8S_NAME,
             hint="use the metadata.name of an object in the same namespace",
         )
 
@@ -546,11 +572,13 @@ class _Reader:
             if not isinstance(item, Mapping):
                 self.fail(where, "expected {name, value}")
                 continue
-            name = self.string(item, "name", where, required=True, pattern=_ENV_NAME, hint="a C identifier")
+            name = self.string(item, "name", where, required=True, hint="a C identifier")
             value = item.get("value", "")
             if not isinstance(value, str):
                 self.fail(f"{where}.value", f"expected a string, got {value!r}; quote numbers in YAML")
                 continue
+            if value and self.string(item, "value", where) is None:
+                continue  # too long
             if name:
                 env.append((name, value))
         resources: dict[str, dict[str, str]] = {}
@@ -581,8 +609,8 @@ class _Reader:
             if unknown:
                 self.fail(where, f"unknown field(s) {', '.join(sorted(unknown))}; use {', '.join(TOLERATION_KEYS)}")
                 continue
-            self.string(item, "operator", where, choices=("Exists", "Equal"))
-            self.string(item, "effect", where, choices=("NoSchedule", "PreferNoSchedule", "NoExecute"))
+            for key in ("key", "operator", "value", "effect"):
+                self.string(item, key, where)
             tolerations.append(dict(item))
         return PodOptions(
             image=image,
@@ -601,12 +629,8 @@ class _Reader:
             raw,
             "secretName",
             where,
-            pattern=_K8S_NAME,
             hint="use the metadata.name of a Secret in this namespace (lowercase letters, digits, '-', '.')",
         )
-        if secret is not None and len(secret) > 253:
-            self.fail(f"{where}.secretName", f"{secret!r} is longer than 253 characters")
-            secret = None
         scratch: str | None = None
         value = raw.get("scratchSize")
         if value is not None and value != "":
@@ -617,9 +641,45 @@ class _Reader:
                 scratch = text
         return StorageOptions(secret_name=secret, scratch_size=scratch)
 
+    def integer_list_bounds(self, where: str) -> tuple[int, int, int, int]:
+        """(minItems, maxItems, items' minimum, items' maximum) of a list of integers in the schema."""
+        schema = self._schema(where)
+        items = schema["items"]
+        return schema["minItems"], schema["maxItems"], items["minimum"], items["maximum"]
+
     def raise_if_errors(self) -> None:
         if self.errors:
             raise SpecError(self.errors)
+
+
+def _integer_list(value: object, fewest: int, most: int, low: int, high: int) -> bool:
+    return (
+        isinstance(value, list)
+        and fewest <= len(value) <= most
+        and all(isinstance(x, int) and not isinstance(x, bool) and low <= x <= high for x in value)
+    )
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _job_fields(r: _Reader, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What every run-to-completion kind has: retries, deadline, TTL (where its schema has one), pod and storage."""
+    fields: dict[str, Any] = {
+        "backoff_limit": _given(r.integer(spec, "backoffLimit", "spec")),
+        "active_deadline_seconds": r.integer(spec, "activeDeadlineSeconds", "spec"),
+    }
+    if crds.node(r.kind, "spec.ttlSecondsAfterFinished"):
+        fields["ttl_seconds_after_finished"] = r.integer(spec, "ttlSecondsAfterFinished", "spec")
+    return {**fields, "pod": r.pod_options(spec), "storage": r.storage_options(spec)}
+
+
+def _given(value: T | None) -> T:
+    """A field with a schema default, read after raise_if_errors: never None."""
+    assert value is not None
+    return value
 
 
 def _spec(body_spec: object) -> Mapping[str, Any]:
@@ -633,15 +693,14 @@ def _spec(body_spec: object) -> Mapping[str, Any]:
 # ---------------------------------------------------------------------------
 def parse_training_job(raw: object) -> TrainingJobSpec:
     spec = _spec(raw)
-    r = _Reader()
+    r = _Reader(TRAINING_JOB)
     algorithm = r.mapping(spec, "algorithm", "spec", required=True)
     name = r.string(
         algorithm,
         "name",
         "spec.algorithm",
         required=True,
-        choices=catalog.ALGORITHMS,
-        hint=f"use one of: {', '.join(catalog.ALGORITHMS)}",
+        hint=f"use one of: {', '.join(crds.enum(TRAINING_JOB, 'spec.algorithm.name'))}",
     )
     hyperparameters: dict[str, int | float | str] = {}
     raw_hp = r.mapping(algorithm, "hyperparameters", "spec.algorithm")
@@ -654,36 +713,31 @@ def parse_training_job(raw: object) -> TrainingJobSpec:
             else:
                 hyperparameters[key] = value
             continue
-        if key not in HYPERPARAMETER_TYPES:
+        schema = crds.node(TRAINING_JOB, where)
+        if not schema:
             r.fail(where, f"unknown hyperparameter; use one of: {', '.join(catalog.HYPERPARAMETERS)}")
             continue
-        kind, low, high = HYPERPARAMETER_TYPES[key]
+        whole, low, high, open_low = schema["type"] == "integer", schema["minimum"], schema["maximum"], schema.get("exclusiveMinimum")
         if isinstance(value, bool) or not isinstance(value, int | float):
             r.fail(where, f"expected a number, got {value!r}")
             continue
-        if kind is int and not isinstance(value, int):
+        if whole and not isinstance(value, int):
             r.fail(where, f"expected an integer, got {value!r}")
             continue
-        if (low is not None and value < low) or (high is not None and value > high):
-            r.fail(where, f"{value} is outside [{low:g}, {high:g}]")
+        if value < low or (open_low and value == low) or value > high:
+            r.fail(where, f"{value} is outside {'(' if open_low else '['}{low:g}, {high:g}]")
             continue
-        hyperparameters[key] = value if kind is int else float(value)
+        hyperparameters[key] = value if whole else float(value)
     weights = r.uri(algorithm, "weights", "spec.algorithm")
     dataset = r.mapping(spec, "dataset", "spec", required=True)
     dataset_uri = r.uri(dataset, "uri", "spec.dataset", required=True)
-    train_ratio = r.number(
-        dataset, "trainRatio", "spec.dataset", default=catalog.DEFAULT_TRAIN_RATIO, exclusive_min=0.0, exclusive_max=1.0
-    )
+    train_ratio = r.number(dataset, "trainRatio", "spec.dataset")
     output = r.mapping(spec, "output", "spec", required=True)
     output_uri = r.uri(output, "uri", "spec.output", required=True)
-    workers = r.integer(spec, "workers", "spec", default=1, minimum=1, maximum=MAX_WORKERS)
-    seed = r.integer(spec, "seed", "spec", minimum=0)
-    backoff = r.integer(spec, "backoffLimit", "spec", default=DEFAULT_BACKOFF_LIMIT, minimum=0, maximum=100)
-    deadline = r.integer(spec, "activeDeadlineSeconds", "spec", minimum=1)
-    ttl = r.integer(spec, "ttlSecondsAfterFinished", "spec", minimum=0)
-    clean = r.string(spec, "cleanPodPolicy", "spec", default="Running", choices=CLEAN_POD_POLICIES)
-    pod = r.pod_options(spec)
-    storage = r.storage_options(spec)
+    workers = r.integer(spec, "workers", "spec")
+    seed = r.integer(spec, "seed", "spec")
+    clean = r.string(spec, "cleanPodPolicy", "spec")
+    job = _job_fields(r, spec)
     if dataset_uri is not None and output_uri is not None and dataset_uri == output_uri:
         r.fail("spec.output.uri", "is the same location as spec.dataset.uri; write outputs to their own directory")
     r.raise_if_errors()
@@ -692,17 +746,13 @@ def parse_training_job(raw: object) -> TrainingJobSpec:
         algorithm=name,
         hyperparameters=hyperparameters,
         dataset=dataset_uri,
-        train_ratio=train_ratio if train_ratio is not None else catalog.DEFAULT_TRAIN_RATIO,
+        train_ratio=_given(train_ratio),
         output=output_uri,
-        workers=workers or 1,
+        workers=_given(workers),
         weights=weights,
         seed=seed,
-        backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff is None else backoff,
-        active_deadline_seconds=deadline,
-        ttl_seconds_after_finished=ttl,
-        clean_pod_policy=clean or "Running",
-        pod=pod,
-        storage=storage,
+        clean_pod_policy=_given(clean),
+        **job,
     )
 
 
@@ -715,16 +765,12 @@ def _conversion_options(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
     for key in raw:
         if key not in catalog.CONVERSION_OPTIONS:
             r.fail(f"{path}.{key}", f"unknown option; use one of: {', '.join(catalog.CONVERSION_OPTIONS)}")
-    shape = r.string(raw, "inputShape", path, pattern=_INPUT_SHAPE, hint="use NAME:D1,D2,... such as 'images:1,224,224,3'")
+    shape = r.string(raw, "inputShape", path, hint="use NAME:D1,D2,... such as 'images:1,224,224,3'")
     fields: list[tuple[str, Any]] = [
         ("inputShape", shape),
-        ("inputFormat", r.string(raw, "inputFormat", path, choices=INPUT_FORMATS)),
-        ("outNodes", r.string(raw, "outNodes", path)),
-        ("outputType", r.string(raw, "outputType", path, choices=OUTPUT_TYPES)),
-        ("preferredDataFormat", r.string(raw, "preferredDataFormat", path, choices=PREFERRED_DATA_FORMATS)),
-        ("highPrecision", r.integer(raw, "highPrecision", path, minimum=0, maximum=1)),
-        ("precisionMode", r.string(raw, "precisionMode", path, choices=PRECISION_MODES)),
-        ("log", r.string(raw, "log", path, choices=ATC_LOG_LEVELS)),
+        *((key, r.string(raw, key, path)) for key in ("inputFormat", "outNodes", "outputType", "preferredDataFormat")),
+        ("highPrecision", r.integer(raw, "highPrecision", path)),
+        *((key, r.string(raw, key, path)) for key in ("precisionMode", "log")),
     ]
     l2 = raw.get("l2Optimize")
     if l2 is not None and not isinstance(l2, bool):
@@ -733,12 +779,13 @@ def _conversion_options(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
         fields.append(("l2Optimize", l2))
     sizes = raw.get("dynamicBatchSizes")
     if sizes is not None:
-        if (
-            not isinstance(sizes, list)
-            or not 2 <= len(sizes) <= 100
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 2048 for s in sizes)
-        ):
-            r.fail(f"{path}.dynamicBatchSizes", f"{sizes!r} must be 2 to 100 integers in [1, 2048], e.g. [1, 2, 4, 8]")
+        bounds = r.integer_list_bounds(f"{path}.dynamicBatchSizes")
+        if not _integer_list(sizes, *bounds):
+            fewest, most, low, high = bounds
+            r.fail(
+                f"{path}.dynamicBatchSizes",
+                f"{sizes!r} must be {fewest} to {most} integers in [{low}, {high}], e.g. [1, 2, 4, 8]",
+            )
         else:
             fields.append(("dynamicBatchSizes", list(sizes)))
             if shape and not any(dims.split(":", 1)[1].split(",")[0] == "-1" for dims in shape.split(";")):
@@ -755,7 +802,7 @@ def _conversion_options(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_model_conversion(raw: object) -> ModelConversionSpec:
     spec = _spec(raw)
-    r = _Reader()
+    r = _Reader(MODEL_CONVERSION)
     source = r.mapping(spec, "source", "spec", required=True)
     ref = r.reference(source, "trainingJobRef", "spec.source")
     source_uri = r.uri(source, "uri", "spec.source")
@@ -764,27 +811,21 @@ def parse_model_conversion(raw: object) -> ModelConversionSpec:
             "spec.source",
             "set exactly one of trainingJobRef (a TrainingJob in this namespace) or uri (a frozen graph)",
         )
-    template = r.string(spec, "template", "spec", default=catalog.TEMPLATE_SEED, choices=catalog.TEMPLATES)
-    soc = r.string(spec, "socVersion", "spec", default=catalog.SOC_VERSIONS[0], choices=catalog.SOC_VERSIONS)
+    template = r.string(spec, "template", "spec")
+    soc = r.string(spec, "socVersion", "spec")
     options = _conversion_options(r, r.mapping(spec, "options", "spec"))
     output = r.mapping(spec, "output", "spec")
     output_uri = r.uri(output, "uri", "spec.output")
-    backoff = r.integer(spec, "backoffLimit", "spec", default=DEFAULT_CONVERSION_BACKOFF_LIMIT, minimum=0, maximum=100)
-    deadline = r.integer(spec, "activeDeadlineSeconds", "spec", minimum=1)
-    pod = r.pod_options(spec)
-    storage = r.storage_options(spec)
+    job = _job_fields(r, spec)
     r.raise_if_errors()
     return ModelConversionSpec(
         training_job_ref=ref,
         source=source_uri,
-        template=template or catalog.TEMPLATE_SEED,
-        soc_version=soc or catalog.SOC_VERSIONS[0],
+        template=_given(template),
+        soc_version=_given(soc),
         options=options,
         output=output_uri,
-        backoff_limit=DEFAULT_CONVERSION_BACKOFF_LIMIT if backoff is None else backoff,
-        active_deadline_seconds=deadline,
-        pod=pod,
-        storage=storage,
+        **job,
     )
 
 
@@ -823,9 +864,9 @@ def _model_section(r: _Reader, spec: Mapping[str, Any], default_accelerator_reso
     model = r.mapping(spec, "model", "spec", required=True)
     ref, model_uri, labels = _model_fields(r, model, "spec.model", present=isinstance(spec.get("model"), Mapping))
     model_name = r.string(
-        model, "name", "spec.model", pattern=_MODEL_NAME, hint="letters, digits, '_', '.', '-', at most 63"
+        model, "name", "spec.model", hint="letters, digits, '_', '.', '-', at most 63"
     )
-    runtime = r.string(spec, "runtime", "spec", default="acl", choices=catalog.BACKENDS) or "acl"
+    runtime = _given(r.string(spec, "runtime", "spec"))
     raw_acc = spec.get("accelerator")
     explicit = raw_acc is not None
     accelerator: Accelerator | None = None
@@ -834,7 +875,8 @@ def _model_section(r: _Reader, spec: Mapping[str, Any], default_accelerator_reso
         resource = r.string(acc, "resource", "spec.accelerator", default=default_accelerator_resource)
         if resource is not None and "/" not in resource:
             r.fail("spec.accelerator.resource", f"{resource!r} is not an extended resource such as 'huawei.com/Ascend310'")
-        count = r.integer(acc, "count", "spec.accelerator", default=1, minimum=0, maximum=64)
+        # No schema default: an accelerator section without count means one device, none means the runtime's.
+        count = r.integer(acc, "count", "spec.accelerator", default=1)
         if resource and count:
             accelerator = Accelerator(resource, count)
     elif runtime == "acl":
@@ -850,9 +892,10 @@ def _model_section(r: _Reader, spec: Mapping[str, Any], default_accelerator_reso
 
 def parse_inference_service(raw: object, default_accelerator_resource: str) -> InferenceServiceSpec:
     spec = _spec(raw)
-    r = _Reader()
+    r = _Reader(INFERENCE_SERVICE)
     section = _model_section(r, spec, default_accelerator_resource)
-    replicas = r.integer(spec, "replicas", "spec", default=1, minimum=1, maximum=MAX_REPLICAS)
+    # No schema default: spec.replicas and spec.autoscaling exclude each other, and a default would always set it.
+    replicas = r.integer(spec, "replicas", "spec", default=1)
     autoscaling = _autoscaling(r, spec)
     if spec.get("autoscaling") is not None and spec.get("replicas") is not None:
         r.fail(
@@ -865,9 +908,9 @@ def parse_inference_service(raw: object, default_accelerator_resource: str) -> I
     exposure = _exposure(r, spec)
     auth = _auth(r, spec)
     batching = r.mapping(spec, "batching", "spec")
-    max_batch = r.integer(batching, "maxBatchSize", "spec.batching", minimum=1, maximum=2048)
-    max_delay = r.number(batching, "maxDelayMs", "spec.batching", minimum=0.0)
-    max_body = r.integer(spec, "maxBodyBytes", "spec", minimum=1024)
+    max_batch = r.integer(batching, "maxBatchSize", "spec.batching")
+    max_delay = r.number(batching, "maxDelayMs", "spec.batching")
+    max_body = r.integer(spec, "maxBodyBytes", "spec")
     pod = r.pod_options(spec)
     storage = r.storage_options(spec)
     canary = _canary(r, spec, section)
@@ -908,18 +951,18 @@ def _exposure(r: _Reader, spec: Mapping[str, Any]) -> Exposure | None:
         return None
     _known_fields(r, raw, path, ("type", "host", "ingressClassName", "tlsSecretName"))
     kind = r.string(
-        raw, "type", path, required=True, choices=EXPOSURE_TYPES,
+        raw, "type", path, required=True,
         hint="Ingress (networking.k8s.io/v1) or HTTPRoute (on the operator's Gateway)",
     )
     host = r.string(
-        raw, "host", path, pattern=_HOST,
+        raw, "host", path,
         hint="a DNS name such as flowers.example.com (lowercase, no wildcard); leave it out for <name>.<namespace>.<domain>",
     )
     class_name = r.string(
-        raw, "ingressClassName", path, pattern=_K8S_NAME, hint="the metadata.name of an IngressClass, e.g. nginx",
+        raw, "ingressClassName", path, hint="the metadata.name of an IngressClass, e.g. nginx",
     )
     tls = r.string(
-        raw, "tlsSecretName", path, pattern=_K8S_NAME,
+        raw, "tlsSecretName", path,
         hint="the metadata.name of a kubernetes.io/tls Secret in this namespace",
     )
     if kind == EXPOSURE_HTTPROUTE:
@@ -943,12 +986,9 @@ def _auth(r: _Reader, spec: Mapping[str, Any]) -> Auth | None:
         return None
     _known_fields(r, raw, "spec.auth", ("secretName",))
     name = r.string(
-        raw, "secretName", "spec.auth", required=True, pattern=_K8S_NAME,
+        raw, "secretName", "spec.auth", required=True,
         hint="the metadata.name of a Secret in this namespace whose keys each hold one or more tokens, one per line",
     )
-    if name is not None and len(name) > 253:
-        r.fail("spec.auth.secretName", f"{name!r} is longer than 253 characters")
-        return None
     return Auth(name) if name else None
 
 
@@ -961,17 +1001,18 @@ def _autoscaling(r: _Reader, spec: Mapping[str, Any]) -> Autoscaling | None:
         return None
     _known_fields(r, raw, path, ("minReplicas", "maxReplicas", "metric", "target"))
     errors = len(r.errors)
-    low = r.integer(raw, "minReplicas", path, default=1, minimum=1, maximum=MAX_REPLICAS)
-    high = r.integer(raw, "maxReplicas", path, minimum=1, maximum=MAX_REPLICAS)
+    low = r.integer(raw, "minReplicas", path)
+    high = r.integer(raw, "maxReplicas", path)
     if high is None and raw.get("maxReplicas") is None:
         r.fail(f"{path}.maxReplicas", "is required: the most server pods (each with its own Ascend device) to scale to")
-    metric = r.string(raw, "metric", path, default=METRIC_CONCURRENCY, choices=AUTOSCALING_METRICS) or METRIC_CONCURRENCY
+    metric = _given(r.string(raw, "metric", path))
     target: float | None
     if metric == METRIC_CPU:
-        cpu = r.integer(raw, "target", path, minimum=1, maximum=1000)  # percent of the CPU request, e.g. 80
+        # Percent of the CPU request, e.g. 80: the bounds of this metric only (the schema's are for both).
+        cpu = r.integer(raw, "target", path, minimum=1, maximum=1000)
         target = float(cpu) if cpu is not None else None
     else:
-        target = r.number(raw, "target", path, exclusive_min=0.0)
+        target = r.number(raw, "target", path)
     if low is not None and high is not None and low > high:
         r.fail(
             f"{path}.minReplicas",
@@ -981,7 +1022,7 @@ def _autoscaling(r: _Reader, spec: Mapping[str, Any]) -> Autoscaling | None:
         return None
     return Autoscaling(
         max_replicas=high,
-        min_replicas=low or 1,
+        min_replicas=_given(low),
         metric=metric,
         target=DEFAULT_TARGETS[metric] if target is None else target,
     )
@@ -999,9 +1040,9 @@ def _canary(r: _Reader, spec: Mapping[str, Any], stable: _ModelSection) -> Canar
     _check_runtime_model(r, model_uri, stable.runtime, path)
     if (ref is not None and ref == stable.conversion_ref) or (model_uri is not None and model_uri == stable.model):
         r.fail(path, "names the same model as spec.model; a canary is a different model (promote by moving it to spec.model)")
-    replicas = r.integer(canary, "replicas", path, default=1, minimum=1, maximum=100) or 1
-    deadline = r.integer(canary, "progressDeadlineSeconds", path, default=600, minimum=10) or 600
-    percent = r.integer(canary, "trafficPercent", path, minimum=0, maximum=100)
+    replicas = _given(r.integer(canary, "replicas", path))
+    deadline = _given(r.integer(canary, "progressDeadlineSeconds", path))
+    percent = r.integer(canary, "trafficPercent", path)
     analysis: CanaryAnalysis | None = None
     if canary.get("analysis") is not None:
         analysis = _analysis(r, r.mapping(canary, "analysis", path), f"{path}.analysis")
@@ -1018,30 +1059,28 @@ def _canary(r: _Reader, spec: Mapping[str, Any], stable: _ModelSection) -> Canar
 
 
 def _analysis(r: _Reader, raw: Mapping[str, Any], path: str) -> CanaryAnalysis | None:
-    defaults = CanaryAnalysis()
-    interval = r.integer(raw, "intervalSeconds", path, default=defaults.interval_seconds, minimum=1, maximum=86400)
-    steps = defaults.steps
+    interval = r.integer(raw, "intervalSeconds", path)
+    steps = DEFAULT_STEPS
     raw_steps = raw.get("steps")
     if raw_steps is not None:
         if not isinstance(raw_steps, list) or not raw_steps:
             r.fail(f"{path}.steps", f"expected a non-empty list of percentages such as [10, 50, 100], got {raw_steps!r}")
-        elif any(isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= 100 for x in raw_steps):
-            r.fail(f"{path}.steps", f"every step is an integer percentage from 1 to 100, got {raw_steps!r}")
+        elif not _integer_list(raw_steps, *(bounds := r.integer_list_bounds(f"{path}.steps"))):
+            fewest, most, low, high = bounds
+            r.fail(f"{path}.steps", f"every step is an integer percentage from {low} to {high} ({fewest} to {most} steps), got {raw_steps!r}")
         elif any(b <= a for a, b in zip(raw_steps, raw_steps[1:], strict=False)):
             r.fail(f"{path}.steps", f"steps must increase, got {raw_steps!r}")
         else:
             steps = tuple(raw_steps)
-    max_error = r.number(raw, "maxErrorRate", path, default=defaults.max_error_rate, minimum=0.0)
-    if max_error is not None and max_error > 1:
-        r.fail(f"{path}.maxErrorRate", f"{max_error:g} is a share of the requests: 0 to 1 (0.01 is 1 percent)")
-    p99 = r.number(raw, "maxLatencyP99Ms", path, exclusive_min=0.0)
-    min_requests = r.integer(raw, "minRequests", path, default=defaults.min_requests, minimum=0)
+    max_error = r.number(raw, "maxErrorRate", path, maximum_hint="is a share of the requests: 0 to 1 (0.01 is 1 percent)")
+    p99 = r.number(raw, "maxLatencyP99Ms", path)
+    min_requests = r.integer(raw, "minRequests", path)
     return CanaryAnalysis(
-        interval_seconds=interval or defaults.interval_seconds,
+        interval_seconds=_given(interval),
         steps=steps,
-        max_error_rate=defaults.max_error_rate if max_error is None else max_error,
+        max_error_rate=_given(max_error),
         max_latency_p99_ms=p99,
-        min_requests=defaults.min_requests if min_requests is None else min_requests,
+        min_requests=_given(min_requests),
     )
 
 
@@ -1050,20 +1089,16 @@ def _analysis(r: _Reader, raw: Mapping[str, Any], path: str) -> CanaryAnalysis |
 # ---------------------------------------------------------------------------
 def parse_batch_prediction(raw: object, default_accelerator_resource: str) -> BatchPredictionSpec:
     spec = _spec(raw)
-    r = _Reader()
+    r = _Reader(BATCH_PREDICTION)
     section = _model_section(r, spec, default_accelerator_resource)
     source = r.mapping(spec, "input", "spec", required=True)
     input_uri = r.uri(source, "uri", "spec.input", required=True)
     output = r.mapping(spec, "output", "spec", required=True)
     output_uri = r.uri(output, "uri", "spec.output", required=True)
-    parallelism = r.integer(spec, "parallelism", "spec", default=1, minimum=1, maximum=MAX_PARALLELISM)
-    batch_size = r.integer(spec, "batchSize", "spec", minimum=1, maximum=2048)
-    top_k = r.integer(spec, "topK", "spec", minimum=1, maximum=1000)
-    backoff = r.integer(spec, "backoffLimit", "spec", default=DEFAULT_BACKOFF_LIMIT, minimum=0, maximum=100)
-    deadline = r.integer(spec, "activeDeadlineSeconds", "spec", minimum=1)
-    ttl = r.integer(spec, "ttlSecondsAfterFinished", "spec", minimum=0)
-    pod = r.pod_options(spec)
-    storage = r.storage_options(spec)
+    parallelism = r.integer(spec, "parallelism", "spec")
+    batch_size = r.integer(spec, "batchSize", "spec")
+    top_k = r.integer(spec, "topK", "spec")
+    job = _job_fields(r, spec)
     if input_uri is not None and output_uri is not None:
         if input_uri == output_uri:
             r.fail("spec.output.uri", "is the same location as spec.input.uri; write results to their own folder")
@@ -1085,14 +1120,10 @@ def parse_batch_prediction(raw: object, default_accelerator_resource: str) -> Ba
         accelerator=section.accelerator,
         input=input_uri,
         output=output_uri,
-        parallelism=parallelism or 1,
+        parallelism=_given(parallelism),
         batch_size=batch_size,
         top_k=top_k,
-        backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff is None else backoff,
-        active_deadline_seconds=deadline,
-        ttl_seconds_after_finished=ttl,
-        pod=pod,
-        storage=storage,
+        **job,
     )
 
 

@@ -125,7 +125,7 @@ def test_weights_file_must_exist(tmp_path) -> None:  # type: ignore[no-untyped-d
 
 
 def test_the_crd_states_each_recipes_defaults() -> None:
-    """The TrainingJob CRD's descriptions (and from them docs/resources.md and the README) quote the defaults."""
+    """The TrainingJob CRD's descriptions (and from them docs/resources.md) quote the defaults."""
     from pathlib import Path
 
     yaml = pytest.importorskip("yaml")
