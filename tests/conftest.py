@@ -1,6 +1,14 @@
 """Session-wide fixtures: one tiny model trained by the real trainer and converted
 by the real converter (ATC simulator), shared by the converter, server and
-sandbox tests so that CI trains it once."""
+sandbox tests so that CI trains it once.
+
+The fast subset, `python -m pytest -m "not slow"` (about 3 minutes on two cores): no
+container engine, no real cluster, no Kubernetes binaries. `slow` marks, besides the
+tests that carry it themselves, what `pytest_collection_modifyitems` below adds it to:
+tests/cluster, the `[real]` runs of the integration tests (a kube-apiserver and etcd),
+every test of the session's trained model, and the long tests of SLOW_TESTS. The full
+run, `python -m pytest`, runs them all.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +20,41 @@ import pytest
 from ascend_mlops.api import contract
 from tests.helpers import make_dataset, run_cli
 
+HERE = Path(__file__).resolve().parent
+# Fixtures whose first use trains (TensorFlow, about a minute on two cores): every test taking one is slow.
+SLOW_FIXTURES = frozenset({"trained_model", "converted_model"})
+# Tests slow for a reason of their own, by node id (a module's: all of its tests).
+SLOW_TESTS = {
+    "tests/workloads/server/test_fuzz.py": "10000 generated requests, about 2 minutes",
+    "tests/workloads/server/test_upload_page.py": "a real Chromium",
+    "tests/workloads/trainer/test_fine_tuning.py": "two trainings each",
+    "tests/workloads/trainer/test_train_cli.py::test_versions_kill_and_warm_start": "three trainings, one killed",
+    # These two share module fixtures that build every Keras Applications network.
+    "tests/workloads/trainer/test_models.py::test_warm_start_from_published_keras_files": "every network built",
+    "tests/workloads/trainer/test_models.py::test_mismatched_weight_files_are_rejected_naming_file_and_mismatch": "every network built",
+    "tests/sandbox/test_traffic_split.py": "four real model servers (TensorFlow) under load",
+}
+
 TINY_IMAGE_SIZE = 32
 TINY_CLASSES = ("circle", "square", "stripes")
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    path = Path(item.path)
+    if path.is_relative_to(HERE / "cluster"):
+        return True  # the real cluster of ../shared/k8s
+    if item.get_closest_marker("real_api") is not None:
+        return True  # upstream kube-apiserver and etcd (tests/integration/controlplane.py)
+    if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    return any(item.nodeid == prefix or item.nodeid.startswith((prefix + "::", prefix + "[")) for prefix in SLOW_TESTS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Add `slow` where the module docstring says (it changes no test, only `-m "not slow"`)."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and _is_slow(item):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

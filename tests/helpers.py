@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
+import yaml
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Real photos (five classes, 128x128) shipped beside the repository, read-only.
 FLOWERS_DIR = Path(os.environ.get("ASCEND_MLOPS_FLOWERS", REPO_ROOT.parent / "shared" / "data" / "flowers"))
 
+# The Gateway API's own CRDs, a pinned copy (tests/vendor/gateway-api-v1.6.1/README.md).
+GATEWAY_API_DIR = REPO_ROOT / "tests" / "vendor" / "gateway-api-v1.6.1"
+
 T = TypeVar("T")
+
+
+def gateway_api_crds() -> list[dict[str, Any]]:
+    """GatewayClass, Gateway and HTTPRoute CRDs of the pinned Gateway API release, checked against SHA256SUMS."""
+    crds = []
+    for line in (GATEWAY_API_DIR / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        data = (GATEWAY_API_DIR / name).read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise AssertionError(f"{GATEWAY_API_DIR / name}: sha256 {actual}, SHA256SUMS says {digest}")
+        crds.append(dict(yaml.safe_load(data)))
+    return crds
 
 
 def make_dataset(
@@ -64,6 +83,33 @@ def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0, interval:
         if last:
             return last
         time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    timeout: float = 15.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.05,
+    show_last: bool = True,
+) -> T:
+    """Await `probe` until it returns something truthy, and return that; fail after `timeout` seconds.
+
+    The one asynchronous poll of the test suite (`wait_for` is its synchronous twin). Each
+    caller passes the deadline it needs; `show_last=False` keeps the last value out of the
+    failure message (a probe whose value may hold a secret).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: T | None = None
+    while loop.time() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    if not show_last:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 REGION = "us-east-1"
 # Unauthenticated calls the server allows before it checks signatures: the three that make the user.
-_SETUP_CALLS = 3
+SETUP_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def running_s3_server(log_path: Path) -> Iterator[S3Server]:
+def provision(endpoint: str) -> S3Server:
+    """The first calls to a fresh moto server (INITIAL_NO_AUTH_ACTION_COUNT=3): a user with full access, its key."""
     import boto3
 
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="setup", aws_secret_access_key="setup"
+    )
+    iam.create_user(UserName="tests")
+    iam.put_user_policy(
+        UserName="tests",
+        PolicyName="all",
+        PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}',
+    )
+    key = iam.create_access_key(UserName="tests")["AccessKey"]
+    return S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+
+
+@contextlib.contextmanager
+def running_s3_server(log_path: Path) -> Iterator[S3Server]:
     port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_CALLS)}
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_CALLS)}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -91,17 +106,7 @@ def running_s3_server(log_path: Path) -> Iterator[S3Server]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto server did not start: {log_path.read_text()[-2000:]}") from None
                 time.sleep(0.1)
-        iam = boto3.client(
-            "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="setup", aws_secret_access_key="setup"
-        )
-        iam.create_user(UserName="tests")
-        iam.put_user_policy(
-            UserName="tests",
-            PolicyName="all",
-            PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}',
-        )
-        key = iam.create_access_key(UserName="tests")["AccessKey"]
-        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+        yield provision(endpoint)
     finally:
         proc.terminate()
         try:

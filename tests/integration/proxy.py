@@ -4,13 +4,15 @@ It understands just enough HTTP/1.1 to tell requests apart (the operator's
 client sends one request at a time per connection, never pipelined): a chunk
 from the client that starts with a method is a new request. That is enough to
 count the operator's writes, to hold one, and to play an API server that is
-gone or hung.
+gone or hung. In front of a real apiserver (https) the TLS bytes pass through
+unread: gone and hung work the same, counting and holding writes do not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -30,6 +32,7 @@ class Connection:
 class Proxy:
     upstream: tuple[str, int]
     port: int = 0
+    scheme: str = "http"  # https in front of a real apiserver: TLS goes through, requests are not seen
     hung: bool = False  # forward nothing more, in either direction
     hold_writes: bool = False  # stop a connection at its first write, before the API server sees it
     stop_after_writes: int | None = None  # let the n-th write through, then hold its answer and every later request
@@ -45,7 +48,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     async def go_away(self) -> None:
         """The API server disappears: the port refuses connections, open ones are reset."""
@@ -119,8 +122,13 @@ class Proxy:
 
 
 @contextlib.asynccontextmanager
-async def proxied(api: APIServer) -> AsyncIterator[Proxy]:
-    proxy = Proxy((api.host, api.port))
+async def proxied(api: APIServer | str) -> AsyncIterator[Proxy]:
+    """A proxy in front of the sandbox's API, or of the API at this URL."""
+    if isinstance(api, str):
+        url = urllib.parse.urlsplit(api)
+        proxy = Proxy((url.hostname or "127.0.0.1", url.port or 443), scheme=url.scheme)
+    else:
+        proxy = Proxy((api.host, api.port))
     await proxy.start()
     try:
         yield proxy

@@ -184,6 +184,7 @@ async def test_a_permanent_shard_failure_fails_the_batch(cluster: Cluster, opera
     assert (await cluster.condition(KIND, NAME, "Stalled"))["status"] == "True"  # type: ignore[index]
 
 
+@pytest.mark.sandbox_only("the shards' logs are the sandbox API's log reader (a real apiserver asks a kubelet)")
 async def test_progress_is_summed_over_the_running_shards_logs(
     cluster: Cluster, operator: Operator, logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +15,8 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from ascend_mlops.api import constants, contract
-from ascend_mlops.sandbox.apiserver import GATEWAY_CRD_DIR, APIServer
 from ascend_mlops.workloads.server.metrics import ServerMetrics
-from tests.integration.conftest import Cluster, Operator, cluster_of, eventually, serving_api
+from tests.integration.conftest import Backend, Cluster, Operator, Reconciliations, eventually
 
 KIND = constants.INFERENCE_SERVICE
 NAME = "flowers"
@@ -41,30 +39,18 @@ def isvc(canary: dict[str, Any] | None = None, model: str = V1, **spec: Any) -> 
     return {"apiVersion": constants.API_VERSION, "kind": KIND, "metadata": {"name": NAME}, "spec": body}
 
 
-@pytest.fixture
-async def gateway_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[APIServer]:
-    """An API that also serves HTTPRoute (a cluster with the Gateway API installed)."""
-    async with serving_api(tmp_path, monkeypatch, GATEWAY_CRD_DIR) as server:
-        yield server
-
-
-@pytest.fixture
-async def gw_cluster(gateway_api: APIServer) -> AsyncIterator[Cluster]:
-    async with cluster_of(gateway_api) as c:
-        yield c
-
-
-async def start_operator(api: APIServer) -> Operator:
-    op = Operator(api)
+async def start_operator(backend: Backend) -> Operator:
+    op = Operator(backend)
     await op.start()
     return op
 
 
 @pytest.fixture
-async def gw_operator(gateway_api: APIServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
+async def gw_operator(backend: Backend, gateway_api: None, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
+    """The operator of a cluster with the Gateway API installed (HTTPRoute served) and a Gateway named."""
     monkeypatch.setenv("ASCEND_MLOPS_GATEWAY", "gateway-system/public")
     monkeypatch.setenv("ASCEND_MLOPS_DOMAIN", "models.example.com")
-    op = await start_operator(gateway_api)
+    op = await start_operator(backend)
     try:
         yield op
     finally:
@@ -74,7 +60,7 @@ async def gw_operator(gateway_api: APIServer, monkeypatch: pytest.MonkeyPatch) -
 
 # --- playing the Deployment controller and the kubelet ---------------------------------------------
 async def get_deployment(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    return await cluster.client.get("apps/v1", "deployments", "default", name)
+    return await cluster.client.get("apps/v1", "deployments", cluster.namespace, name)
 
 
 def model_of(dep: dict[str, Any] | None) -> str | None:
@@ -98,11 +84,13 @@ async def roll_out(cluster: Cluster, name: str, ready: int | None = None, *, pod
             # The fake server answers /metrics where the pod's "metrics" port is (what the analysis reads).
             annotations[constants.ANNOTATION_SANDBOX_PORTS] = json.dumps({str(contract.DEFAULT_METRICS_PORT): metrics_port})
         if await cluster.pod(pod_name) is None:
-            await cluster.client.create("v1", "pods", "default", {
+            # Owned by the Deployment, as the sandbox's controller does (a real garbage collector
+            # deletes a pod whose owner does not exist, such as a made-up ReplicaSet).
+            await cluster.client.create("v1", "pods", cluster.namespace, {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {
                     "name": pod_name, "labels": template["metadata"]["labels"], "annotations": annotations,
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-rs", "uid": f"{name}-rs", "controller": True}],
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": dep["metadata"]["uid"], "controller": True}],
                 },
                 "spec": template["spec"],
             })
@@ -112,7 +100,7 @@ async def roll_out(cluster: Cluster, name: str, ready: int | None = None, *, pod
             "conditions": [{"type": "Ready", "status": "True" if status.get("ready") else "False"}],
             "containerStatuses": [{"name": "server", **status}],
         })
-    await cluster.client.patch("apps/v1", "deployments", "default", name, {"status": {
+    await cluster.client.patch("apps/v1", "deployments", cluster.namespace, name, {"status": {
         "observedGeneration": dep["metadata"]["generation"], "replicas": replicas, "updatedReplicas": replicas,
         "readyReplicas": ready, "availableReplicas": ready,
     }}, subresource="status")
@@ -121,7 +109,7 @@ async def roll_out(cluster: Cluster, name: str, ready: int | None = None, *, pod
 
 async def delete_pods(cluster: Cluster, names: list[str]) -> None:
     for name in names:
-        await cluster.client.delete("v1", "pods", "default", name)
+        await cluster.client.delete("v1", "pods", cluster.namespace, name)
 
 
 async def status(cluster: Cluster) -> dict[str, Any]:
@@ -142,7 +130,7 @@ async def wait_traffic(cluster: Cluster, want: dict[str, int], timeout: float = 
 
 
 async def selector(cluster: Cluster, name: str = STABLE) -> dict[str, str]:
-    svc = await cluster.client.get("v1", "services", "default", name)
+    svc = await cluster.client.get("v1", "services", cluster.namespace, name)
     return dict(((svc or {}).get("spec") or {}).get("selector") or {})
 
 
@@ -196,7 +184,7 @@ async def test_children_and_traffic_at_0_20_and_100_percent(cluster: Cluster, op
     await cluster.patch_cr(KIND, NAME, {"spec": {"canary": None}})
     await wait_traffic(cluster, {"stable": 100})
     await eventually(lambda: _gone(cluster, "apps/v1", "deployments", CANARY), what="canary deployment gone")
-    assert await cluster.client.get("v1", "services", "default", "flowers-predictor-canary") is None
+    assert await cluster.client.get("v1", "services", cluster.namespace, "flowers-predictor-canary") is None
     after = await get_deployment(cluster, STABLE)
     assert after is not None and after["metadata"]["generation"] == stable["metadata"]["generation"]
     assert await cluster.condition(KIND, NAME, "CanaryReady") is None
@@ -204,10 +192,12 @@ async def test_children_and_traffic_at_0_20_and_100_percent(cluster: Cluster, op
 
 
 async def _gone(cluster: Cluster, api_version: str, plural: str, name: str) -> bool:
-    return await cluster.client.get(api_version, plural, "default", name) is None
+    return await cluster.client.get(api_version, plural, cluster.namespace, name) is None
 
 
-async def test_a_crash_looping_canary_is_rolled_back_and_a_restart_changes_nothing(cluster: Cluster, operator: Operator) -> None:
+async def test_a_crash_looping_canary_is_rolled_back_and_a_restart_changes_nothing(
+    cluster: Cluster, operator: Operator, reconciliations: Reconciliations
+) -> None:
     await cluster.create(isvc({"uri": V2, "trafficPercent": 20, "replicas": 2}))
     await roll_out(cluster, STABLE)
     await cluster.wait_condition(KIND, NAME, "Ready", "True")
@@ -230,16 +220,19 @@ async def test_a_crash_looping_canary_is_rolled_back_and_a_restart_changes_nothi
     await wait_selector(cluster, component("predictor"))
     s = await wait_traffic(cluster, {"stable": 100, "canary": 0})
     assert s["canary"]["state"] == "RolledBack" and s["canary"]["reason"] == "ModelLoadFailed"
-    assert await cluster.client.get("v1", "services", "default", "flowers-predictor-canary") is None
+    # The Service goes with the rollback, not necessarily before the status says 0 percent.
+    await eventually(lambda: _gone(cluster, "v1", "services", "flowers-predictor-canary"), what="canary Service gone")
     reasons = {e["reason"] for e in await cluster.events_for(NAME)}
     assert "ModelLoadFailed" in reasons
 
     # A restart resumes from the cluster: the canary stays rolled back, nothing is written again.
-    before = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in await cluster.client.list("apps/v1", "deployments", "default")}
+    before = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in await cluster.client.list("apps/v1", "deployments", cluster.namespace)}
     before_status = await status(cluster)
-    await operator.restart()
-    await asyncio.sleep(1.0)
-    after = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in await cluster.client.list("apps/v1", "deployments", "default")}
+    await operator.stop()
+    stopped = reconciliations.mark()
+    await operator.start()  # what operator.restart() does, with the mark in between
+    await eventually(lambda: reconciliations.since(KIND, stopped), what="a reconciliation by the restarted operator")
+    after = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in await cluster.client.list("apps/v1", "deployments", cluster.namespace)}
     assert after == before
     assert (await status(cluster))["canary"] == before_status["canary"]
 
@@ -265,7 +258,7 @@ async def test_an_unschedulable_canary_is_rolled_back(cluster: Cluster, operator
     await roll_out(cluster, STABLE)
     dep = await eventually(lambda: get_deployment(cluster, CANARY), what="canary deployment")
     template = dep["spec"]["template"]
-    await cluster.client.create("v1", "pods", "default", {
+    await cluster.client.create("v1", "pods", cluster.namespace, {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "flowers-canary-pending", "labels": template["metadata"]["labels"], "annotations": template["metadata"]["annotations"]},
         "spec": template["spec"],
@@ -282,19 +275,18 @@ async def test_an_unschedulable_canary_is_rolled_back(cluster: Cluster, operator
 
 # --- HTTPRoute mode ----------------------------------------------------------------------------------
 async def route(cluster: Cluster) -> dict[str, Any] | None:
-    return await cluster.client.get(constants.GATEWAY_API_VERSION, constants.HTTPROUTES, "default", NAME)
+    return await cluster.client.get(constants.GATEWAY_API_VERSION, constants.HTTPROUTES, cluster.namespace, NAME)
 
 
 def weights(r: dict[str, Any] | None) -> dict[str, int]:
     return {b["name"]: b["weight"] for b in (r or {}).get("spec", {}).get("rules", [{}])[0].get("backendRefs", [])}
 
 
-async def test_gateway_mode_gives_exact_weights_on_an_httproute(gw_cluster: Cluster, gw_operator: Operator) -> None:
-    cluster = gw_cluster
+async def test_gateway_mode_gives_exact_weights_on_an_httproute(cluster: Cluster, gw_operator: Operator) -> None:
     await cluster.create(isvc())
     r = await eventually(lambda: route(cluster), what="HTTPRoute")
     assert r["spec"]["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "gateway-system", "name": "public"}]
-    assert r["spec"]["hostnames"] == ["flowers.default.models.example.com"]
+    assert r["spec"]["hostnames"] == [f"flowers.{cluster.namespace}.models.example.com"]
     assert weights(r) == {STABLE: 1}
     await roll_out(cluster, STABLE)
 
@@ -320,10 +312,10 @@ async def test_gateway_mode_gives_exact_weights_on_an_httproute(gw_cluster: Clus
 
 
 async def test_gateway_setting_without_the_gateway_api_is_a_clear_condition(
-    cluster: Cluster, api: APIServer, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASCEND_MLOPS_GATEWAY", "gateway-system/public")
-    op = await start_operator(api)
+    op = await start_operator(backend)
     try:
         await cluster.create(isvc())
         failed = await cluster.wait_condition(KIND, NAME, "Ready", "False", "ReconcileError")
@@ -469,13 +461,15 @@ async def _no_canary_status(cluster: Cluster) -> bool:
 
 
 async def children(cluster: Cluster) -> dict[str, Any]:
-    deps = {d["metadata"]["name"]: (model_of(d), d["spec"]["replicas"]) for d in await cluster.client.list("apps/v1", "deployments", "default")}
-    services = {s["metadata"]["name"]: s["spec"]["selector"] for s in await cluster.client.list("v1", "services", "default")}
+    deps = {d["metadata"]["name"]: (model_of(d), d["spec"]["replicas"]) for d in await cluster.client.list("apps/v1", "deployments", cluster.namespace)}
+    services = {s["metadata"]["name"]: s["spec"]["selector"] for s in await cluster.client.list("v1", "services", cluster.namespace)}
     s = await status(cluster)
     return {"deployments": deps, "services": services, "traffic": s.get("traffic"), "model": s.get("model")}
 
 
-async def test_gitops_promotion_ends_where_the_automatic_one_does(cluster: Cluster, operator: Operator) -> None:
+async def test_gitops_promotion_ends_where_the_automatic_one_does(
+    cluster: Cluster, operator: Operator, reconciliations: Reconciliations
+) -> None:
     await cluster.create(isvc({"uri": V2, "trafficPercent": 20}))
     stable_pods = await roll_out(cluster, STABLE)
     await roll_out(cluster, CANARY)
@@ -488,6 +482,21 @@ async def test_gitops_promotion_ends_where_the_automatic_one_does(cluster: Clust
     assert await get_deployment(cluster, CANARY) is not None
     await wait_selector(cluster, component("predictor-canary"))
     await cluster.wait_condition(KIND, NAME, "Ready", "True")
+    # What a real Deployment controller reports first: the new generation seen, the old pod still
+    # ready, no pod of the new template yet (so no updatedReplicas: the apiserver omits zero counts).
+    # That is no rollout: the promotion goes on, the canary keeps serving.
+    rolling = await get_deployment(cluster, STABLE)
+    assert rolling is not None
+    patched = reconciliations.mark()
+    await cluster.client.patch("apps/v1", "deployments", cluster.namespace, STABLE, {"status": {
+        "observedGeneration": rolling["metadata"]["generation"], "replicas": 1, "updatedReplicas": None,
+        "readyReplicas": 1, "availableReplicas": 1,
+    }}, subresource="status")
+    # Once a reconciliation that started after that status has finished:
+    await eventually(lambda: reconciliations.since(KIND, patched), what="a reconciliation after the Deployment's status")
+    s = await status(cluster)
+    assert (s.get("canary") or {}).get("state") == "Promoting", s.get("canary")
+    assert await get_deployment(cluster, CANARY) is not None
     await delete_pods(cluster, stable_pods)
     await roll_out(cluster, STABLE)
     await eventually(lambda: _gone(cluster, "apps/v1", "deployments", CANARY), what="canary removed")

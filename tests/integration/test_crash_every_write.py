@@ -41,7 +41,12 @@ from tests.integration.test_entrypoints import spawn
 from tests.integration.test_inference import service
 from tests.integration.test_training import SUMMARY, job
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # A fresh API server for each of the flow's ~K crash points (in-process, milliseconds to start), and a
+    # proxy that must read the operator's writes to count and hold them: plain HTTP, the sandbox's API.
+    pytest.mark.sandbox_only("a fresh API per crash point and a proxy that reads the operator's plain-HTTP writes"),
+]
 
 CONVERSION_SUMMARY = {contract.SUMMARY_MODEL: "model.om", contract.SUMMARY_ATC_COMMAND: "atc ...", contract.SUMMARY_SIMULATED: True}
 CHILD_KINDS = (("v1", "pods"), ("apps/v1", "deployments"), ("v1", "services"))

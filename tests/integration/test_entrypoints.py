@@ -15,8 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ascend_mlops.sandbox.apiserver import APIServer
-from tests.integration.conftest import Cluster, eventually
+from tests.integration.conftest import Backend, Cluster, eventually
 from tests.integration.test_training import job
 
 
@@ -51,23 +50,23 @@ async def http_get(url: str) -> tuple[int, str] | None:
         return None
 
 
-def environment(api: APIServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+def environment(backend: Backend, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["KUBECONFIG"] = str(api.write_kubeconfig(tmp_path / "kubeconfig"))
+    env["KUBECONFIG"] = str(backend.write_kubeconfig(tmp_path / "kubeconfig"))
     env.pop("KUBERNETES_SERVICE_HOST", None)
     env.update(extra)
     return env
 
 
 async def test_ascend_mlops_operator_runs_with_liveness_and_metrics(
-    api: APIServer, cluster: Cluster, tmp_path: Path
+    backend: Backend, cluster: Cluster, tmp_path: Path
 ) -> None:
     health, metrics_port = free_port(), free_port()
     env = environment(
-        api, tmp_path, ASCEND_MLOPS_HEALTH_PORT=str(health), ASCEND_MLOPS_METRICS_PORT=str(metrics_port)
+        backend, tmp_path, ASCEND_MLOPS_HEALTH_PORT=str(health), ASCEND_MLOPS_METRICS_PORT=str(metrics_port)
     )
     log = tmp_path / "operator.log"
-    process = await spawn([sys.executable, "-m", "ascend_mlops", "operator", "--namespace", "default"], env, log)
+    process = await spawn([sys.executable, "-m", "ascend_mlops", "operator", "--namespace", backend.namespace], env, log)
     try:
         await cluster.create(job())
         await eventually(lambda: cluster.pod("flowers-worker-0"), timeout=60, what="pod created by the subprocess")
@@ -82,8 +81,8 @@ async def test_ascend_mlops_operator_runs_with_liveness_and_metrics(
     assert code == 0, log.read_text()[-3000:]
 
 
-async def test_kopf_run_module(api: APIServer, cluster: Cluster, tmp_path: Path) -> None:
-    env = environment(api, tmp_path, ASCEND_MLOPS_METRICS_PORT="0")
+async def test_kopf_run_module(backend: Backend, cluster: Cluster, tmp_path: Path) -> None:
+    env = environment(backend, tmp_path, ASCEND_MLOPS_METRICS_PORT="0")
     log = tmp_path / "kopf.log"
     process = await spawn(
         [sys.executable, "-m", "kopf", "run", "-A", "-m", "ascend_mlops.main"], env, log

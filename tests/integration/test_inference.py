@@ -30,7 +30,7 @@ async def converted(cluster: Cluster) -> None:
 
 
 async def deployment(cluster: Cluster) -> dict[str, Any] | None:
-    return await cluster.client.get("apps/v1", "deployments", "default", DEPLOYMENT)
+    return await cluster.client.get("apps/v1", "deployments", cluster.namespace, DEPLOYMENT)
 
 
 async def set_deployment_status(cluster: Cluster, ready: int, replicas: int = 1) -> None:
@@ -39,7 +39,7 @@ async def set_deployment_status(cluster: Cluster, ready: int, replicas: int = 1)
     await cluster.client.patch(
         "apps/v1",
         "deployments",
-        "default",
+        cluster.namespace,
         DEPLOYMENT,
         {
             "status": {
@@ -55,14 +55,18 @@ async def set_deployment_status(cluster: Cluster, ready: int, replicas: int = 1)
 
 
 async def server_pod(cluster: Cluster, name: str, container_status: dict[str, Any], phase: str = "Running") -> None:
-    """What the ReplicaSet controller and the kubelet would create and report."""
+    """What the Deployment's controller and the kubelet would create and report.
+
+    Owned by the Deployment, as the sandbox's controller does (a cluster's has a ReplicaSet in
+    between): a real garbage collector deletes a pod whose owner does not exist.
+    """
     dep = await deployment(cluster)
     assert dep is not None
     template = dep["spec"]["template"]
     await cluster.client.create(
         "v1",
         "pods",
-        "default",
+        cluster.namespace,
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -70,7 +74,7 @@ async def server_pod(cluster: Cluster, name: str, container_status: dict[str, An
                 "name": name,
                 "labels": template["metadata"]["labels"],
                 "annotations": template["metadata"]["annotations"],
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{DEPLOYMENT}-abc", "uid": "rs-uid", "controller": True}],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": DEPLOYMENT, "uid": dep["metadata"]["uid"], "controller": True}],
             },
             "spec": template["spec"],
         },
@@ -97,7 +101,7 @@ async def test_deployment_service_and_readiness(cluster: Cluster, operator: Oper
     assert args[args.index(contract.FLAG_BACKEND) + 1] == "acl"
     # Labels come from the source TrainingJob when there is one; here the source is a URI.
     assert contract.FLAG_LABELS not in args
-    svc = await eventually(lambda: cluster.client.get("v1", "services", "default", DEPLOYMENT), what="service")
+    svc = await eventually(lambda: cluster.client.get("v1", "services", cluster.namespace, DEPLOYMENT), what="service")
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     [owner] = dep["metadata"]["ownerReferences"]
     assert owner["kind"] == KIND and owner["name"] == "flowers"
@@ -106,7 +110,7 @@ async def test_deployment_service_and_readiness(cluster: Cluster, operator: Oper
     assert "0 ready" in progressing["message"]
     obj = await cluster.get_cr(KIND, "flowers")
     assert obj is not None
-    assert obj["status"]["address"] == {"url": "http://flowers-predictor.default.svc.cluster.local"}
+    assert obj["status"]["address"] == {"url": f"http://flowers-predictor.{cluster.namespace}.svc.cluster.local"}
     assert "url" not in obj["status"]  # not exposed: no external URL
     assert obj["status"]["model"]["uri"] == "pvc://data/runs/flowers/V001/om/model"
     assert obj["status"]["model"]["simulated"] is True
@@ -183,13 +187,13 @@ async def test_restart_keeps_one_deployment_untouched(cluster: Cluster, operator
     await operator.restart()
     await set_deployment_status(cluster, ready=1)
     await cluster.wait_condition(KIND, "flowers", "Ready", "True")
-    deployments = await cluster.client.list("apps/v1", "deployments", "default")
+    deployments = await cluster.client.list("apps/v1", "deployments", cluster.namespace)
     assert [d["metadata"]["name"] for d in deployments] == [DEPLOYMENT]
     after = deployments[0]
     assert after["metadata"]["uid"] == first["metadata"]["uid"]
     # Unchanged spec: no write since creation (only the status we set).
     assert after["metadata"]["generation"] == first["metadata"]["generation"]
-    services = await cluster.client.list("v1", "services", "default", {constants.LABEL_OWNER_KIND: KIND})
+    services = await cluster.client.list("v1", "services", cluster.namespace, {constants.LABEL_OWNER_KIND: KIND})
     assert len(services) == 1
 
 
@@ -202,7 +206,7 @@ async def test_invalid_spec_and_cpu_runtime(cluster: Cluster, operator: Operator
     )
 
     async def cpu_deployment() -> dict[str, Any] | None:
-        return await cluster.client.get("apps/v1", "deployments", "default", "cpu-predictor")
+        return await cluster.client.get("apps/v1", "deployments", cluster.namespace, "cpu-predictor")
 
     dep = await eventually(cpu_deployment, what="cpu deployment")
     pod_spec = dep["spec"]["template"]["spec"]
@@ -210,7 +214,7 @@ async def test_invalid_spec_and_cpu_runtime(cluster: Cluster, operator: Operator
     assert "nodeSelector" not in pod_spec
     args = pod_spec["containers"][0]["args"]
     assert args[args.index(contract.FLAG_LABELS) + 1] == "/mnt/labels/runs/flowers/V001/labels.txt"
-    assert await cluster.client.get("apps/v1", "deployments", "default", "broken-predictor") is None
+    assert await cluster.client.get("apps/v1", "deployments", cluster.namespace, "broken-predictor") is None
 
 
 async def test_labels_follow_the_chain_back_to_the_training_job(cluster: Cluster, operator: Operator) -> None:

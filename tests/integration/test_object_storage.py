@@ -15,8 +15,7 @@ import pytest
 
 from ascend_mlops.api import constants, contract
 from ascend_mlops.reconcilers import credentials
-from ascend_mlops.sandbox.apiserver import APIServer
-from tests.integration.conftest import NAMESPACE, Cluster, Operator, eventually, terminated
+from tests.integration.conftest import Backend, Cluster, Operator, eventually, terminated
 from tests.integration.test_conversion import conversion
 from tests.integration.test_inference import DEPLOYMENT, deployment, service
 from tests.integration.test_training import SUMMARY, job, pod_names, wait_pod
@@ -40,10 +39,10 @@ def fast_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def operator_with_default_secret(api: APIServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
+async def operator_with_default_secret(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
     monkeypatch.setenv("ASCEND_MLOPS_STORAGE_SECRET", "storage-creds")
     monkeypatch.setenv("ASCEND_MLOPS_SCRATCH_SIZE", "8Gi")
-    op = Operator(api)
+    op = Operator(backend)
     await op.start()
     try:
         yield op
@@ -65,7 +64,7 @@ def secret(name: str, keys: dict[str, str] | None = None) -> dict[str, Any]:
 async def assert_no_secret_value_leaks(cluster: Cluster, *names: tuple[str, str]) -> None:
     """No value of the Secret in any pod, Deployment, resource (spec and status) or Event."""
     texts = [json.dumps(p) for p in await cluster.pods()]
-    texts += [json.dumps(d) for d in await cluster.client.list("apps/v1", "deployments", NAMESPACE)]
+    texts += [json.dumps(d) for d in await cluster.client.list("apps/v1", "deployments", cluster.namespace)]
     for kind, name in names:
         texts.append(json.dumps(await cluster.get_cr(kind, name)))
         texts += [json.dumps(e) for e in await cluster.events_for(name)]
@@ -125,9 +124,9 @@ async def test_missing_secret_then_missing_key_then_the_pod(
     await cluster.create(job(output={"uri": "s3://ml-bucket/runs/flowers"}))
     missing = await cluster.wait_condition(TJ, "flowers", "Succeeded", "Unknown", constants.Reason.STORAGE_SECRET_MISSING)
     message = missing["message"]
-    assert "Secret 'storage-creds'" in message and "not found in namespace 'default'" in message
+    assert "Secret 'storage-creds'" in message and f"not found in namespace '{cluster.namespace}'" in message
     assert "ASCEND_MLOPS_STORAGE_SECRET" in message
-    assert "kubectl create secret generic storage-creds -n default --from-literal=AWS_ACCESS_KEY_ID=..." in message
+    assert f"kubectl create secret generic storage-creds -n {cluster.namespace} --from-literal=AWS_ACCESS_KEY_ID=..." in message
     assert "s3://ml-bucket/runs/flowers" in message
     reconciling = await cluster.condition(TJ, "flowers", "Reconciling")
     assert reconciling is not None and reconciling["status"] == "True"
@@ -144,15 +143,15 @@ async def test_missing_secret_then_missing_key_then_the_pod(
 
     keyless = await eventually(names_the_key, what="a condition naming the missing key")
     assert keyless["reason"] == constants.Reason.STORAGE_SECRET_MISSING
-    assert "kubectl patch secret storage-creds -n default" in keyless["message"]
+    assert f"kubectl patch secret storage-creds -n {cluster.namespace}" in keyless["message"]
     assert await pod_names(cluster) == []
 
     # Completing the Secret un-sticks the job on the next re-check; nothing else is touched.
     await cluster.client.patch(
-        "v1", "secrets", NAMESPACE, "storage-creds", {"data": secret("storage-creds")["data"]}
+        "v1", "secrets", cluster.namespace, "storage-creds", {"data": secret("storage-creds")["data"]}
     )
     pod = await wait_pod(cluster, "flowers-worker-0")
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["dataset-storage", "scratch", "tmp"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["pvc-data", "scratch", "tmp"]
     assert_wired(pod["spec"], "storage-creds", "8Gi")
     await cluster.wait_condition(TJ, "flowers", "Succeeded", "Unknown", "Pending")
     await assert_no_secret_value_leaks(cluster, (TJ, "flowers"))
@@ -175,7 +174,7 @@ async def test_mixed_chain_pvc_training_s3_conversion_served_by_reference(cluste
     args = convert_pod["spec"]["containers"][0]["args"]
     assert args[args.index(contract.FLAG_INPUT) + 1] == f"{contract.MOUNT_SOURCE}/runs/flowers/V001/frozen_graph"
     assert args[args.index(contract.FLAG_OUTPUT) + 1] == "s3://ml-bucket/models/flowers"
-    assert [v["name"] for v in convert_pod["spec"]["volumes"]] == ["source-storage", "scratch", "tmp"]
+    assert [v["name"] for v in convert_pod["spec"]["volumes"]] == ["pvc-data", "scratch", "tmp"]
     assert_wired(convert_pod["spec"], "s3-creds", "20Gi")
     summary = {contract.SUMMARY_MODEL: "model.om", contract.SUMMARY_ATC_COMMAND: "atc ..."}
     await cluster.set_pod_status("flowers-om-convert", terminated(0, json.dumps(summary), name="converter"))
@@ -191,7 +190,7 @@ async def test_mixed_chain_pvc_training_s3_conversion_served_by_reference(cluste
     args = template["spec"]["containers"][0]["args"]
     assert args[args.index(contract.FLAG_MODEL) + 1] == "s3://ml-bucket/models/flowers"
     assert args[args.index(contract.FLAG_LABELS) + 1] == "/mnt/labels/runs/flowers/V001/labels.txt"
-    assert [v["name"] for v in template["spec"]["volumes"]] == ["labels-storage", "scratch", "tmp"]
+    assert [v["name"] for v in template["spec"]["volumes"]] == ["pvc-data", "scratch", "tmp"]
     assert template["metadata"]["annotations"][constants.ANNOTATION_MODEL_DIGEST] == "s3://ml-bucket/models/flowers"
     assert_wired(template["spec"], "s3-creds", "20Gi")
     isvc = await cluster.get_cr(IS, "flowers")

@@ -17,15 +17,8 @@ import yaml
 
 from ascend_mlops import metrics
 from ascend_mlops.api import constants, contract
-from ascend_mlops.sandbox.apiserver import GATEWAY_CRD_DIR, APIServer
-from tests.integration.conftest import (
-    NAMESPACE,
-    Cluster,
-    Operator,
-    cluster_of,
-    eventually,
-    serving_api,
-)
+from ascend_mlops.kube import ApiError
+from tests.integration.conftest import Backend, Cluster, Operator, eventually, wait_served
 from tests.integration.test_canary import roll_out
 
 KIND = constants.INFERENCE_SERVICE
@@ -46,11 +39,11 @@ def isvc(name: str = NAME, **spec: Any) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def running(api: APIServer, monkeypatch: pytest.MonkeyPatch, **env: str) -> AsyncIterator[Operator]:
+async def running(backend: Backend, monkeypatch: pytest.MonkeyPatch, **env: str) -> AsyncIterator[Operator]:
     """The operator with these settings (ASCEND_MLOPS_<KEY>)."""
     for key, value in env.items():
         monkeypatch.setenv(f"ASCEND_MLOPS_{key}", value)
-    op = Operator(api)
+    op = Operator(backend)
     await op.start()
     try:
         yield op
@@ -60,7 +53,7 @@ async def running(api: APIServer, monkeypatch: pytest.MonkeyPatch, **env: str) -
 
 
 async def child(cluster: Cluster, resource: tuple[str, str], name: str = NAME) -> dict[str, Any] | None:
-    return await cluster.client.get(resource[0], resource[1], NAMESPACE, name)
+    return await cluster.client.get(resource[0], resource[1], cluster.namespace, name)
 
 
 async def gone(cluster: Cluster, resource: tuple[str, str], name: str = NAME) -> bool:
@@ -72,7 +65,7 @@ async def status(cluster: Cluster, name: str = NAME) -> dict[str, Any]:
 
 
 async def deployment(cluster: Cluster) -> dict[str, Any] | None:
-    return await cluster.client.get("apps/v1", "deployments", NAMESPACE, DEPLOYMENT)
+    return await cluster.client.get("apps/v1", "deployments", cluster.namespace, DEPLOYMENT)
 
 
 async def spec_seen(cluster: Cluster, name: str = NAME) -> dict[str, Any]:
@@ -108,18 +101,12 @@ async def ascend_node(cluster: Cluster, name: str, devices: int) -> None:
     await cluster.client.patch("v1", "nodes", None, name, {"status": {"allocatable": allocatable, "capacity": allocatable}}, subresource="status")
 
 
-@pytest.fixture
-async def gateway_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[APIServer]:
-    async with serving_api(tmp_path, monkeypatch, GATEWAY_CRD_DIR) as server:
-        yield server
-
-
 # --- exposure ---------------------------------------------------------------------------------------
-async def test_ingress_hosts_backend_tls_and_urls(api: APIServer, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with running(api, monkeypatch, DOMAIN=DOMAIN, INGRESS_CLASS="nginx"):
+async def test_ingress_hosts_backend_tls_and_urls(backend: Backend, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(backend, monkeypatch, DOMAIN=DOMAIN, INGRESS_CLASS="nginx"):
         await cluster.create(isvc(exposure={"type": "Ingress", "tlsSecretName": "flowers-tls"}))
         ingress = await eventually(lambda: child(cluster, INGRESS), what="the Ingress")
-        host = f"{NAME}.{NAMESPACE}.{DOMAIN}"
+        host = f"{NAME}.{cluster.namespace}.{DOMAIN}"
         assert ingress["spec"]["ingressClassName"] == "nginx"  # the operator's setting
         assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": "flowers-tls"}]
         [rule] = ingress["spec"]["rules"]
@@ -127,13 +114,13 @@ async def test_ingress_hosts_backend_tls_and_urls(api: APIServer, cluster: Clust
         [path] = rule["http"]["paths"]
         assert path["path"] == "/" and path["pathType"] == "Prefix"
         assert path["backend"] == {"service": {"name": DEPLOYMENT, "port": {"number": 80}}}
-        svc = await eventually(lambda: cluster.client.get("v1", "services", NAMESPACE, DEPLOYMENT), what="the client Service")
+        svc = await eventually(lambda: cluster.client.get("v1", "services", cluster.namespace, DEPLOYMENT), what="the client Service")
         assert svc["spec"]["ports"][0]["port"] == 80
         [owner] = ingress["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"], owner["controller"]) == (KIND, NAME, True)
         seen = await spec_seen(cluster)
         assert seen["url"] == f"https://{host}"
-        assert seen["address"] == {"url": f"http://{DEPLOYMENT}.{NAMESPACE}.svc.cluster.local"}
+        assert seen["address"] == {"url": f"http://{DEPLOYMENT}.{cluster.namespace}.svc.cluster.local"}
 
         # An explicit host and class, without TLS: http:// and the Ingress follows.
         await cluster.patch_cr(KIND, NAME, {"spec": {"exposure": {"host": "flowers.example.com", "ingressClassName": "traefik", "tlsSecretName": None}}})
@@ -151,9 +138,9 @@ async def test_ingress_hosts_backend_tls_and_urls(api: APIServer, cluster: Clust
 
 
 async def test_httproute_exposure_shares_the_canary_route(
-    gateway_api: APIServer, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, cluster: Cluster, gateway_api: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with cluster_of(gateway_api) as cluster, running(gateway_api, monkeypatch, GATEWAY="gateway-system/public", DOMAIN=DOMAIN):
+    async with running(backend, monkeypatch, GATEWAY="gateway-system/public", DOMAIN=DOMAIN):
         await cluster.create(isvc(exposure={"type": "HTTPRoute", "host": "flowers.example.com"}))
         route = await eventually(lambda: child(cluster, (constants.GATEWAY_API_VERSION, constants.HTTPROUTES)), what="the HTTPRoute")
         assert route["spec"]["hostnames"] == ["flowers.example.com"]
@@ -183,13 +170,14 @@ async def test_httproute_exposure_shares_the_canary_route(
         # Without a host the default one: <name>.<namespace>.<domain>.
         await cluster.patch_cr(KIND, NAME, {"spec": {"exposure": {"host": None}}})
         seen = await spec_seen(cluster)
-        assert seen["url"] == f"http://{NAME}.{NAMESPACE}.{DOMAIN}"
+        assert seen["url"] == f"http://{NAME}.{cluster.namespace}.{DOMAIN}"
         route = await child(cluster, (constants.GATEWAY_API_VERSION, constants.HTTPROUTES))
-        assert route is not None and route["spec"]["hostnames"] == [f"{NAME}.{NAMESPACE}.{DOMAIN}"]
+        assert route is not None and route["spec"]["hostnames"] == [f"{NAME}.{cluster.namespace}.{DOMAIN}"]
 
 
-async def test_what_cannot_be_served_names_the_field_and_the_fix(api: APIServer, cluster: Cluster, operator: Operator) -> None:
-    """No domain, no Gateway, and the schema's CEL rules (which this API, like an old cluster, does not run)."""
+async def test_what_cannot_be_served_names_the_field_and_the_fix(backend: Backend, cluster: Cluster, operator: Operator) -> None:
+    """No domain, no Gateway, and the schema's CEL rules: a real apiserver rejects those objects (422 with
+    the rule's message); the sandbox's API, like an old cluster, runs no CEL, and the operator says the same."""
     cases = {
         "no-host": ({"exposure": {"type": "Ingress"}}, ["spec.exposure.host: is required", "ASCEND_MLOPS_DOMAIN", "set spec.exposure.host"]),
         "no-gateway": (
@@ -199,8 +187,19 @@ async def test_what_cannot_be_served_names_the_field_and_the_fix(api: APIServer,
         "both": ({"replicas": 2, "autoscaling": {"maxReplicas": 3}}, ["spec.replicas: and spec.autoscaling exclude each other", "remove spec.replicas"]),
         "upside-down": ({"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, ["spec.autoscaling.minReplicas: 4 is above maxReplicas 2"]),
     }
+    cel = {
+        "both": "set either replicas or autoscaling, not both",
+        "upside-down": "minReplicas must not be above maxReplicas",
+    }
     for name, (spec, _) in cases.items():
-        await cluster.create(isvc(name, **spec))
+        if backend.real and name in cel:
+            with pytest.raises(ApiError) as rejected:
+                await cluster.create(isvc(name, **spec))
+            assert rejected.value.status == 422 and cel[name] in rejected.value.message, rejected.value
+        else:
+            await cluster.create(isvc(name, **spec))
+    if backend.real:
+        cases = {name: case for name, case in cases.items() if name not in cel}
     for name, (_, fragments) in cases.items():
         valid = await cluster.wait_condition(KIND, name, "Valid", "False", "InvalidSpec")
         for fragment in fragments:
@@ -209,12 +208,12 @@ async def test_what_cannot_be_served_names_the_field_and_the_fix(api: APIServer,
         assert stalled["reason"] == "InvalidSpec"
     # Nothing was created for them.
     for name in cases:
-        assert await cluster.client.get("apps/v1", "deployments", NAMESPACE, f"{name}-predictor") is None
+        assert await cluster.client.get("apps/v1", "deployments", cluster.namespace, f"{name}-predictor") is None
         assert await child(cluster, INGRESS, name) is None and await child(cluster, HPA, f"{name}-predictor") is None
 
 
 # --- auth -------------------------------------------------------------------------------------------
-async def test_auth_secret_is_mounted_and_never_read(api: APIServer, cluster: Cluster, operator: Operator) -> None:
+async def test_auth_secret_is_mounted_and_never_read(cluster: Cluster, operator: Operator) -> None:
     await cluster.create(isvc(auth={"secretName": "flowers-tokens"}))
     blocked = await cluster.wait_condition(KIND, NAME, "Ready", "False", "AuthSecretMissing")
     assert "Secret 'flowers-tokens' (spec.auth.secretName) not found" in blocked["message"]
@@ -239,7 +238,7 @@ async def test_auth_secret_is_mounted_and_never_read(api: APIServer, cluster: Cl
     await cluster.wait_condition(KIND, NAME, "Ready", "False", "DeploymentProgressing")
 
     # The operator looks at the Secret's metadata only (PartialObjectMetadata): nothing of it in status or events.
-    meta = await cluster.client.get_metadata("v1", "secrets", NAMESPACE, "flowers-tokens")
+    meta = await cluster.client.get_metadata("v1", "secrets", cluster.namespace, "flowers-tokens")
     assert meta is not None and meta["metadata"]["name"] == "flowers-tokens" and "data" not in meta
     recorded = json.dumps([await cluster.get_cr(KIND, NAME), await cluster.events_for(NAME), dep])
     assert token not in recorded and "b2xkLXRva2Vu" not in recorded
@@ -253,7 +252,7 @@ async def test_auth_secret_is_mounted_and_never_read(api: APIServer, cluster: Cl
 
 
 # --- autoscaling ------------------------------------------------------------------------------------
-async def test_hpa_for_concurrency_and_cpu_and_its_conditions(api: APIServer, cluster: Cluster, operator: Operator) -> None:
+async def test_hpa_for_concurrency_and_cpu_and_its_conditions(cluster: Cluster, operator: Operator) -> None:
     await ascend_node(cluster, "npu-1", 2)
     await cluster.create(isvc(autoscaling={"maxReplicas": 3, "target": 2}))
     hpa = await eventually(lambda: child(cluster, HPA, DEPLOYMENT), what="the HPA")
@@ -288,7 +287,7 @@ async def test_hpa_for_concurrency_and_cpu_and_its_conditions(api: APIServer, cl
     assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
     assert hpa["spec"]["maxReplicas"] == 2
     await cluster.wait_condition(KIND, NAME, "Autoscaling", "Unknown", "AutoscalerPending")
-    await cluster.client.patch(*HPA, NAMESPACE, DEPLOYMENT, {"status": {"currentReplicas": 1, "desiredReplicas": 1, "conditions": [
+    await cluster.client.patch(*HPA, cluster.namespace, DEPLOYMENT, {"status": {"currentReplicas": 1, "desiredReplicas": 1, "conditions": [
         {"type": "AbleToScale", "status": "True", "reason": "SucceededGetScale", "message": "the HPA controller was able to get the target's current scale"},
         {"type": "ScalingActive", "status": "False", "reason": "FailedGetResourceMetric",
          "message": "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get metrics for resource cpu"},
@@ -296,7 +295,7 @@ async def test_hpa_for_concurrency_and_cpu_and_its_conditions(api: APIServer, cl
     await touch(cluster, 1)  # autoscalers are polled (every 60 s while not ready), not watched
     failing = await cluster.wait_condition(KIND, NAME, "Autoscaling", "False", "AutoscalerNotReady")
     assert "FailedGetResourceMetric" in failing["message"] and "unable to get metrics for resource cpu" in failing["message"]
-    await cluster.client.patch(*HPA, NAMESPACE, DEPLOYMENT, {"status": {"conditions": [
+    await cluster.client.patch(*HPA, cluster.namespace, DEPLOYMENT, {"status": {"conditions": [
         {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale", "message": ""},
         {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound", "message": "computed from cpu resource utilization"},
     ]}}, subresource="status")
@@ -313,7 +312,7 @@ async def test_hpa_for_concurrency_and_cpu_and_its_conditions(api: APIServer, cl
     assert dep is not None and dep["spec"]["replicas"] == 2
 
 
-async def test_replicas_an_hpa_set_survive_reconciles(api: APIServer, cluster: Cluster, operator: Operator) -> None:
+async def test_replicas_an_hpa_set_survive_reconciles(cluster: Cluster, operator: Operator) -> None:
     await ascend_node(cluster, "npu-1", 4)
     await cluster.create(isvc(autoscaling={"minReplicas": 1, "maxReplicas": 4}))
     await eventually(lambda: child(cluster, HPA, DEPLOYMENT), what="the HPA")
@@ -322,8 +321,8 @@ async def test_replicas_an_hpa_set_survive_reconciles(api: APIServer, cluster: C
     await cluster.wait_condition(KIND, NAME, "Ready", "True")
     # What the HPA controller does: scale the Deployment to 3. Until the ReplicaSet made the pods,
     # the Deployment has 1 (current, ready): a scale-up is no rollout, the service stays Ready.
-    scaled = await cluster.client.patch("apps/v1", "deployments", NAMESPACE, DEPLOYMENT, {"spec": {"replicas": 3}})
-    await cluster.client.patch("apps/v1", "deployments", NAMESPACE, DEPLOYMENT, {"status": {
+    scaled = await cluster.client.patch("apps/v1", "deployments", cluster.namespace, DEPLOYMENT, {"spec": {"replicas": 3}})
+    await cluster.client.patch("apps/v1", "deployments", cluster.namespace, DEPLOYMENT, {"status": {
         "observedGeneration": scaled["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
     }}, subresource="status")
     await touch(cluster, 100)
@@ -381,10 +380,11 @@ async def test_replicas_an_hpa_set_survive_reconciles(api: APIServer, cluster: C
     assert hpa is not None and hpa["spec"]["maxReplicas"] == 2
 
 
-async def test_keda_scaled_object_once_its_crd_is_served(api: APIServer, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    # KEDA installed: its CRD created through the API, as `helm install keda` would.
+async def test_keda_scaled_object_once_its_crd_is_served(backend: Backend, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    # KEDA installed: its CRD created through the API, as `helm install keda` would (removed after a [real] run).
     await cluster.client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, yaml.safe_load(KEDA_CRD.read_text()))
-    async with running(api, monkeypatch, PROMETHEUS_ADDRESS=PROMETHEUS):
+    await wait_served(cluster, *SCALED_OBJECT)
+    async with running(backend, monkeypatch, PROMETHEUS_ADDRESS=PROMETHEUS):
         await cluster.create(isvc(autoscaling={"minReplicas": 2, "maxReplicas": 5, "target": 3}))
         scaled = await eventually(lambda: child(cluster, SCALED_OBJECT, DEPLOYMENT), what="the ScaledObject")
         spec = scaled["spec"]
@@ -394,11 +394,11 @@ async def test_keda_scaled_object_once_its_crd_is_served(api: APIServer, cluster
         assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
         assert trigger["metadata"]["serverAddress"] == PROMETHEUS and trigger["metadata"]["threshold"] == "3"
         assert trigger["metadata"]["query"] == (
-            f'sum({contract.METRIC_INFLIGHT}{{namespace="{NAMESPACE}",pod=~"{DEPLOYMENT}-[a-z0-9]+-[a-z0-9]+"}})'
+            f'sum({contract.METRIC_INFLIGHT}{{namespace="{cluster.namespace}",pod=~"{DEPLOYMENT}-[a-z0-9]+-[a-z0-9]+"}})'
         )
         assert await gone(cluster, HPA, DEPLOYMENT)  # KEDA makes its own HPA from the ScaledObject
         assert (await spec_seen(cluster))["autoscaler"] == {"kind": "ScaledObject", "name": DEPLOYMENT}
-        await cluster.client.patch(*SCALED_OBJECT, NAMESPACE, DEPLOYMENT, {"status": {"conditions": [
+        await cluster.client.patch(*SCALED_OBJECT, cluster.namespace, DEPLOYMENT, {"status": {"conditions": [
             {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling"},
         ]}}, subresource="status")
         await touch(cluster, 1)

@@ -16,6 +16,8 @@ from ascend_mlops.sandbox.apiserver import APIServer
 from tests.integration.conftest import NAMESPACE, Cluster, Operator, eventually, running, terminated
 from tests.integration.test_training import SUMMARY, job, wait_pod
 
+pytestmark = pytest.mark.sandbox_only("the pods' logs are the sandbox API's log reader (a real apiserver asks a kubelet)")
+
 KIND = constants.TRAINING_JOB
 CHIEF = "flowers-worker-0"
 

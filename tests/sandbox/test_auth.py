@@ -10,15 +10,14 @@ and a rotation by rewriting the Secret, with no restart.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,24 +27,14 @@ from ascend_mlops.sandbox import kubelet
 from ascend_mlops.sandbox.client import Client
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, sandbox_processes
 from ascend_mlops.settings import Settings
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, eventually
 from tests.workloads.server import tinymodel
 
-T = TypeVar("T")
 NAME = "guarded"
 NS = "default"
 SECRET = "guarded-tokens"
 IMAGE = tinymodel.image_bytes("red")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 60.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")  # no last value: it may hold a token
+# Every `eventually` here has show_last=False: a probe's last value may hold a token.
 
 
 def token_secret(*tokens: str) -> dict[str, Any]:
@@ -96,7 +85,7 @@ async def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
             svc = await client.get("v1", "services", NS, NAME)
             return ((svc or {}).get("metadata", {}).get("annotations") or {}).get(constants.ANNOTATION_SANDBOX_URL)
 
-        client_url = await eventually(url, what="the Service's sandbox URL")
+        client_url = await eventually(url, timeout=60, show_last=False, what="the Service's sandbox URL")
         await client.create("v1", "pods", NS, server_pod(model))
         yield Guarded(client, client_url)
     assert sandbox_processes(root) == [], "processes outlived the sandbox"
@@ -131,7 +120,7 @@ async def test_a_server_pod_with_a_token_secret_volume_refuses_without_it_and_fo
         waiting = statuses[0].get("state", {}).get("waiting") or {}
         return waiting.get("message") if waiting.get("reason") == "ContainerCreating" else None
 
-    message = await eventually(waiting_message, what="the pod waiting for its Secret")
+    message = await eventually(waiting_message, timeout=60, show_last=False, what="the pod waiting for its Secret")
     assert message == f'MountVolume.SetUp failed for volume "auth-tokens" : secret "{SECRET}" not found'
     await client.create("v1", "secrets", NS, token_secret(first))
 
@@ -139,7 +128,7 @@ async def test_a_server_pod_with_a_token_secret_volume_refuses_without_it_and_fo
         pod = await client.get("v1", "pods", NS, NAME)
         return any(c["type"] == "Ready" and c["status"] == "True" for c in ((pod or {}).get("status") or {}).get("conditions") or [])
 
-    await eventually(ready, timeout=120, what="the server ready")
+    await eventually(ready, show_last=False, timeout=120, what="the server ready")
     assert await refused(url), "no token"
     assert await refused(url, {"Authorization": f"Bearer {second}"}), "a token that is not in the Secret"
     assert await accepted(url, first), "the Secret's token"
@@ -150,12 +139,12 @@ async def test_a_server_pod_with_a_token_secret_volume_refuses_without_it_and_fo
     # watch (at once) plus the server's re-read interval (about a second).
     began = time.monotonic()
     await client.request("PUT", f"/api/v1/namespaces/{NS}/secrets/{SECRET}", body=token_secret(first, second))
-    await eventually(lambda: accepted(url, second), timeout=15, what="the added token accepted")
+    await eventually(lambda: accepted(url, second), show_last=False, timeout=15, what="the added token accepted")
     added = time.monotonic() - began
     assert await accepted(url, first), "the old token stays valid while both are in the Secret"
     began = time.monotonic()
     await client.patch("v1", "secrets", NS, SECRET, {"data": token_secret(second)["data"]})
-    await eventually(lambda: refused(url, {"Authorization": f"Bearer {first}"}), timeout=15, what="the dropped token refused")
+    await eventually(lambda: refused(url, {"Authorization": f"Bearer {first}"}), show_last=False, timeout=15, what="the dropped token refused")
     dropped = time.monotonic() - began
     assert await accepted(url, second)
     print(f"\nrotation through the sandbox: added token accepted after {added:.2f}s, dropped token refused after {dropped:.2f}s")

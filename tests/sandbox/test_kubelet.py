@@ -13,9 +13,9 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,9 +24,8 @@ from ascend_mlops.sandbox import kubelet, scheduling
 from ascend_mlops.sandbox.client import Client
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, pid_alive, sandbox_processes
 from ascend_mlops.sandbox.proxy import ANNOTATION_URL
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, eventually
 
-T = TypeVar("T")
 IMAGE = "ascend-mlops/trainer:0.1.0"
 SERVER = r"""
 import http.server, os, sys
@@ -42,18 +41,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 """
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "condition") -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: T | None = None
-    while loop.time() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 @pytest.fixture
@@ -82,6 +69,13 @@ async def pod_status(client: Client, name: str) -> dict[str, Any]:
     return (pod or {}).get("status") or {}
 
 
+async def creating(client: Client, name: str) -> dict[str, Any] | None:
+    """The container's waiting state while the kubelet cannot set the pod up (with its message)."""
+    statuses = (await pod_status(client, name)).get("containerStatuses") or [{}]
+    waiting = statuses[0].get("state", {}).get("waiting", {})
+    return waiting if waiting.get("reason") == "ContainerCreating" and waiting.get("message") else None
+
+
 async def finished(client: Client, name: str) -> dict[str, Any] | None:
     status = await pod_status(client, name)
     return status if status.get("phase") in ("Succeeded", "Failed") else None
@@ -105,7 +99,7 @@ async def test_pod_runs_with_mapped_paths_env_and_logs(sandbox: Sandbox, client:
         volumes=[{"name": "out", "hostPath": {"path": str(out), "type": "DirectoryOrCreate"}}, {"name": "tmp", "emptyDir": {}}],
     )
     await client.create("v1", "pods", "default", pod)
-    status = await eventually(lambda: finished(client, "writer"), what="the pod to finish")
+    status = await eventually(lambda: finished(client, "writer"), timeout=30, what="the pod to finish")
     assert status["phase"] == "Succeeded", status
     terminated = status["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
@@ -129,11 +123,11 @@ async def test_failure_reports_exit_code_and_message(sandbox: Sandbox, client: C
         "v1", "pods", "default",
         python_pod("crashes", crash, container={"terminationMessagePolicy": "FallbackToLogsOnError"}),
     )
-    status = await eventually(lambda: finished(client, "fails"))
+    status = await eventually(lambda: finished(client, "fails"), timeout=30)
     terminated = status["containerStatuses"][0]["state"]["terminated"]
     assert status["phase"] == "Failed" and terminated["exitCode"] == 3 and terminated["reason"] == "Error"
     assert terminated["message"] == "bad dataset"
-    status = await eventually(lambda: finished(client, "crashes"))
+    status = await eventually(lambda: finished(client, "crashes"), timeout=30)
     assert "Traceback: the real reason" in status["containerStatuses"][0]["state"]["terminated"]["message"]
 
 
@@ -145,7 +139,7 @@ async def test_restart_always_crash_loops_with_backoff(sandbox: Sandbox, client:
         waiting = statuses[0].get("state", {}).get("waiting", {})
         return statuses[0] if waiting.get("reason") == "CrashLoopBackOff" else None
 
-    first = await eventually(backing_off, what="CrashLoopBackOff")
+    first = await eventually(backing_off, timeout=30, what="CrashLoopBackOff")
     assert first["lastState"]["terminated"]["exitCode"] == 1
     assert "back-off 1s restarting failed container=main" in first["state"]["waiting"]["message"]
 
@@ -153,7 +147,7 @@ async def test_restart_always_crash_loops_with_backoff(sandbox: Sandbox, client:
         statuses = (await pod_status(client, "loop")).get("containerStatuses") or [{}]
         return statuses[0] if statuses[0].get("restartCount", 0) >= 2 else None
 
-    again = await eventually(restarted, what="two restarts")
+    again = await eventually(restarted, timeout=30, what="two restarts")
     assert (await pod_status(client, "loop"))["phase"] == "Running"
     assert again["restartCount"] >= 2
 
@@ -166,7 +160,7 @@ async def test_foreign_images_are_reported_not_run(sandbox: Sandbox, client: Cli
         waiting = statuses[0].get("state", {}).get("waiting", {})
         return waiting if waiting.get("reason") == "ImagePullBackOff" else None
 
-    waiting = await eventually(pull_backoff, what="ImagePullBackOff")
+    waiting = await eventually(pull_backoff, timeout=30, what="ImagePullBackOff")
     assert "runs only the project's own workload images" in waiting["message"]
     assert "ascend-mlops/server:0.1.0" in waiting["message"]
     status = await pod_status(client, "nginx")
@@ -185,7 +179,7 @@ async def test_unschedulable_pod_stays_pending_with_the_reason(sandbox: Sandbox,
         conditions = (await pod_status(client, "ascend910")).get("conditions") or []
         return next((c for c in conditions if c["type"] == "PodScheduled" and c["status"] == "False"), None)
 
-    condition = await eventually(unscheduled, what="PodScheduled=False")
+    condition = await eventually(unscheduled, timeout=30, what="PodScheduled=False")
     assert condition["reason"] == "Unschedulable"
     assert "Insufficient huawei.com/Ascend910" in condition["message"]
     events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=ascend910"))["items"]
@@ -232,7 +226,7 @@ async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client
         ok = status.get("readyReplicas") == version_count and status.get("updatedReplicas") == version_count and complete
         return status if ok and status.get("replicas") == version_count else None
 
-    status = await eventually(deployment_status, what="2 ready replicas")
+    status = await eventually(deployment_status, timeout=30, what="2 ready replicas")
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Available"] == "MinimumReplicasAvailable"
     pods = (await client.list("v1", "pods", "default", label_selector="app=echo"))["items"]
     assert {p["spec"]["nodeName"] for p in pods} == {scheduling.ASCEND_NODE}
@@ -240,7 +234,7 @@ async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client
     pids = [int(p["status"]["containerStatuses"][0]["containerID"].removeprefix("sandbox://")) for p in pods]
 
     service = await eventually(
-        lambda: client.get("v1", "services", "default", "echo"),
+        lambda: client.get("v1", "services", "default", "echo"), timeout=30,
         what="the service",
     )
 
@@ -248,7 +242,7 @@ async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client
         svc = await client.get("v1", "services", "default", "echo")
         return ((svc or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_URL)
 
-    url = await eventually(service_url, what="the service's local URL")
+    url = await eventually(service_url, timeout=30, what="the service's local URL")
     assert service["spec"]["clusterIP"].startswith("10.96.")
     answers = set()
     async with aiohttp.ClientSession() as session:
@@ -261,10 +255,10 @@ async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client
     await client.patch("apps/v1", "deployments", "default", "echo", {"spec": {"template": {"spec": {"containers": [{**server_deployment(2, "v2")["spec"]["template"]["spec"]["containers"][0]}]}}}})
     await eventually(lambda: _all_on_version(client, "v2"), what="the rollout to v2", timeout=60)
     await eventually(deployment_status, what="the rolled deployment to settle", timeout=60)
-    await eventually(lambda: _gone(pids), what="the old processes to be killed")
+    await eventually(lambda: _gone(pids), timeout=30, what="the old processes to be killed")
 
     await client.delete("apps/v1", "deployments", "default", "echo")
-    await eventually(lambda: _no_pods(client, "app=echo"), what="the pods to be garbage-collected")
+    await eventually(lambda: _no_pods(client, "app=echo"), timeout=30, what="the pods to be garbage-collected")
 
 
 async def _all_on_version(client: Client, version: str) -> bool:
@@ -290,11 +284,11 @@ async def test_deleting_a_pod_kills_its_process_group(sandbox: Sandbox, client: 
         cid = statuses[0].get("containerID")
         return int(cid.removeprefix("sandbox://")) if cid and "running" in statuses[0].get("state", {}) else None
 
-    pid = await eventually(running, what="the sleeper to run")
+    pid = await eventually(running, timeout=30, what="the sleeper to run")
     assert len(sandbox_processes(sandbox.root)) >= 1
     await client.delete("v1", "pods", "default", "sleeper")
-    await eventually(lambda: _gone([pid]), what="the process to die")
-    await eventually(lambda: _no_processes(sandbox.root), what="the grandchild to die too")
+    await eventually(lambda: _gone([pid]), timeout=30, what="the process to die")
+    await eventually(lambda: _no_processes(sandbox.root), timeout=30, what="the grandchild to die too")
 
 
 async def _no_processes(root: Path) -> bool:
@@ -340,12 +334,12 @@ async def test_secret_key_refs_reach_the_process_and_a_missing_secret_waits(
         state = statuses[0].get("state", {}).get("waiting", {})
         return state if state.get("reason") == reason and text in state.get("message", "") else None
 
-    waiting = await eventually(lambda: waiting_for("CreateContainerConfigError", 'secret "store" not found'), what="the missing Secret")
+    waiting = await eventually(lambda: waiting_for("CreateContainerConfigError", 'secret "store" not found'), timeout=30, what="the missing Secret")
     assert (await pod_status(client, "reader"))["phase"] == "Pending"
     # A Secret without a required key: the message names the key, never a value.
     await client.create("v1", "secrets", "default", secret("store", {"AWS_ACCESS_KEY_ID": "AK-1234"}))
     waiting = await eventually(
-        lambda: waiting_for("CreateContainerConfigError", "couldn't find key AWS_SECRET_ACCESS_KEY in Secret default/store"),
+        lambda: waiting_for("CreateContainerConfigError", "couldn't find key AWS_SECRET_ACCESS_KEY in Secret default/store"), timeout=30,
         what="the missing key",
     )
     assert "AK-1234" not in waiting["message"]
@@ -358,7 +352,7 @@ async def test_secret_key_refs_reach_the_process_and_a_missing_secret_waits(
         "v1", "secrets", "default",
         secret("store", {"AWS_ACCESS_KEY_ID": "AK-1234", "AWS_SECRET_ACCESS_KEY": "SK-5678", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}),
     )
-    status = await eventually(lambda: finished(client, "reader"), what="the pod to run once its Secret is complete")
+    status = await eventually(lambda: finished(client, "reader"), timeout=30, what="the pod to run once its Secret is complete")
     assert status["phase"] == "Succeeded", status
     seen = json.loads(out.read_text())
     assert seen["AWS_ACCESS_KEY_ID"] == "AK-1234" and seen["AWS_SECRET_ACCESS_KEY"] == "SK-5678"
@@ -408,12 +402,7 @@ async def test_secret_and_config_map_volumes_are_mounted_and_follow_changes(
     await client.create("v1", "configmaps", "default", {"metadata": {"name": "conf"}, "data": {"a": "alpha", "b": "beta"}})
     await client.create("v1", "pods", "default", pod)
 
-    async def creating() -> dict[str, Any] | None:
-        statuses = (await pod_status(client, "mounter")).get("containerStatuses") or [{}]
-        waiting = statuses[0].get("state", {}).get("waiting", {})
-        return waiting if waiting.get("reason") == "ContainerCreating" and waiting.get("message") else None
-
-    waiting = await eventually(creating, what="ContainerCreating for the missing Secret")
+    waiting = await eventually(lambda: creating(client, "mounter"), timeout=30, what="ContainerCreating for the missing Secret")
     assert waiting["message"] == 'MountVolume.SetUp failed for volume "tokens" : secret "tokens" not found'
     assert (await pod_status(client, "mounter"))["phase"] == "Pending"
     events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=mounter"))["items"]
@@ -421,7 +410,7 @@ async def test_secret_and_config_map_volumes_are_mounted_and_follow_changes(
     assert not out.exists()  # nothing ran
 
     await client.create("v1", "secrets", "default", secret("tokens", {"token": "first-token\n"}))
-    await eventually(lambda: _lines_end_with(out, "first-token"), what="the process to read the mounted token")
+    await eventually(lambda: _lines_end_with(out, "first-token"), timeout=30, what="the process to read the mounted token")
     folder = next((sandbox.root / "pods" / "default").glob("mounter-*")) / "volumes"
     data = os.readlink(folder / "tokens" / "..data")
     assert data.startswith("..") and os.readlink(folder / "tokens" / "token") == "..data/token"
@@ -445,13 +434,13 @@ async def test_secret_and_config_map_volumes_are_mounted_and_follow_changes(
     # A deleted Secret leaves the files as they were (as the real kubelet); the optional one appears when created.
     await client.delete("v1", "secrets", "default", "tokens")
     await client.create("v1", "secrets", "default", secret("absent", {"k": "v"}))
-    await eventually(lambda: _exists(folder / "maybe" / "k"), what="the optional Secret's key")
+    await eventually(lambda: _exists(folder / "maybe" / "k"), timeout=30, what="the optional Secret's key")
     assert (folder / "tokens" / "token").read_text() == "second-token"
     assert any("volume tokens of pod default/mounter updated" in r.getMessage() for r in caplog.records)
     assert not any("first-token" in r.getMessage() or "second-token" in r.getMessage() for r in caplog.records)
 
     await client.delete("v1", "pods", "default", "mounter")
-    await eventually(lambda: _gone_dir(folder), what="the pod's volumes to be removed with it")
+    await eventually(lambda: _gone_dir(folder), timeout=30, what="the pod's volumes to be removed with it")
 
 
 async def _lines_end_with(path: Path, value: str) -> bool:
@@ -464,3 +453,36 @@ async def _exists(path: Path) -> bool:
 
 async def _gone_dir(path: Path) -> bool:
     return not path.exists()
+
+
+async def test_a_claim_named_by_two_volumes_never_mounts_as_on_a_real_kubelet(sandbox: Sandbox, client: Client, tmp_path: Path) -> None:
+    """A real kubelet mounts a claim once per pod (kubernetes/kubernetes#51853): the pod stays ContainerCreating."""
+    out = tmp_path / "ran"
+    pod = python_pod(
+        "twice", "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text('ran')", str(out),
+        container={"volumeMounts": [
+            {"name": "dataset-storage", "mountPath": "/mnt/dataset", "readOnly": True},
+            {"name": "output-storage", "mountPath": "/mnt/output"},
+        ]},
+        volumes=[
+            {"name": "dataset-storage", "persistentVolumeClaim": {"claimName": "flowers-data", "readOnly": True}},
+            {"name": "output-storage", "persistentVolumeClaim": {"claimName": "flowers-data"}},
+        ],
+    )
+    await client.create("v1", "pods", "default", pod)
+
+    waiting = await eventually(lambda: creating(client, "twice"), timeout=30, what="ContainerCreating for the claim mounted twice")
+    assert waiting["message"].startswith("Unable to attach or mount volumes: unmounted volumes=[output-storage]")
+    events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=twice"))["items"]
+    assert any(e["reason"] == "FailedMount" and e["type"] == "Warning" for e in events)
+    assert (await pod_status(client, "twice"))["phase"] == "Pending"
+    assert not out.exists()
+
+    # One volume for the claim, two mounts of it: the same pod starts.
+    pod["metadata"]["name"] = "once"
+    pod["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "flowers-data"}}]
+    for mount in pod["spec"]["containers"][0]["volumeMounts"]:
+        mount["name"] = "data"
+    await client.create("v1", "pods", "default", pod)
+    status = await eventually(lambda: finished(client, "once"), timeout=30, what="the pod with one volume per claim")
+    assert status["phase"] == "Succeeded" and out.read_text() == "ran"

@@ -16,10 +16,10 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -31,29 +31,20 @@ from ascend_mlops.sandbox.apiserver import GATEWAY_CRD_DIR
 from ascend_mlops.sandbox.client import Client
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, sandbox_processes
 from ascend_mlops.settings import Settings
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, eventually
 from tests.workloads.server import tinymodel
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-T = TypeVar("T")
 NAME = "split"
 NS = "default"
 STABLE_REPLICAS, CANARY_REPLICAS = 3, 1
 REQUESTS = 1000
 CONCURRENCY = 8
+# Through each path, before a pod is deleted and again after it stopped: the deletion happens under
+# load, and the test's more than 100 requests a path are reached whatever the machine's speed.
+LOAD_REQUESTS = 60
 IMAGE = tinymodel.image_bytes("red")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 60.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def labels(component: str) -> dict[str, str]:
@@ -142,9 +133,12 @@ async def classify(session: aiohttp.ClientSession, url: str, tally: Tally) -> No
         tally.failures.append(f"{type(e).__name__}: {e}")
 
 
-async def load(url: str, *, requests: int | None = None, until: asyncio.Event | None = None, fresh_connections: bool = False) -> Tally:
-    """POST the red image `requests` times (or until the event), CONCURRENCY at a time."""
-    tally = Tally()
+async def load(
+    url: str, *, requests: int | None = None, until: asyncio.Event | None = None, fresh_connections: bool = False,
+    tally: Tally | None = None,
+) -> Tally:
+    """POST the red image `requests` times (or until the event), CONCURRENCY at a time, counting into `tally`."""
+    tally = tally if tally is not None else Tally()
     left = [requests if requests is not None else math.inf]
     connector = aiohttp.TCPConnector(force_close=fresh_connections, limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -155,6 +149,16 @@ async def load(url: str, *, requests: int | None = None, until: asyncio.Event | 
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return tally
+
+
+def completed_count(tally: Tally) -> int:
+    """Requests answered, well or not."""
+    return tally.total + len(tally.failures)
+
+
+async def completed(route: Tally, service: Tally, n: int, since: tuple[int, int] = (0, 0)) -> bool:
+    """At least `n` requests more than `since` completed through the HTTPRoute and through the Service."""
+    return completed_count(route) >= since[0] + n and completed_count(service) >= since[1] + n
 
 
 async def ready_pods(client: Client, component: str) -> list[dict[str, Any]]:
@@ -196,7 +200,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Split
             found = [((o or {}).get("metadata", {}).get("annotations") or {}).get(constants.ANNOTATION_SANDBOX_URL) for o in (svc, route)]
             return (str(found[0]), str(found[1])) if all(found) else None
 
-        service_url, route_url = await eventually(urls, what="the Service's and the HTTPRoute's sandbox URLs")
+        service_url, route_url = await eventually(urls, timeout=60, what="the Service's and the HTTPRoute's sandbox URLs")
         yield Split(sandbox, client, service_url, route_url)
     assert sandbox_processes(root) == [], "processes outlived the sandbox"
 
@@ -235,7 +239,7 @@ async def test_httproute_splits_each_request_by_weight(split: Split) -> None:
         live = next(r for r in split.sandbox.kubelet.gateway.routes.values() if r["metadata"]["name"] == NAME)  # type: ignore[union-attr]
         return [b["weight"] for b in live["spec"]["rules"][0]["backendRefs"]] == [50, 50]
 
-    await eventually(weights_seen, what="the gateway to see the new weights")
+    await eventually(weights_seen, timeout=60, what="the gateway to see the new weights")
     tally = await load(split.route_url, requests=200)
     assert not tally.failures and abs(tally.canary_share - 0.50) <= 0.05, tally
     await split.client.patch(constants.GATEWAY_API_VERSION, constants.HTTPROUTES, NS, NAME, {"spec": httproute(NAME, [(f"{NAME}-predictor-stable", 80), (f"{NAME}-predictor-canary", 20)])["spec"]})
@@ -255,9 +259,10 @@ async def test_service_splits_by_ready_replicas(split: Split) -> None:
 async def test_no_request_fails_while_a_pod_is_deleted(split: Split) -> None:
     """The deleted pod leaves the endpoints before its SIGTERM; its requests in flight finish."""
     stop = asyncio.Event()
-    through_route = asyncio.create_task(load(split.route_url, until=stop))
-    through_service = asyncio.create_task(load(split.service_url, until=stop, fresh_connections=True))
-    await asyncio.sleep(1.0)
+    route_load, service_load = Tally(), Tally()
+    through_route = asyncio.create_task(load(split.route_url, until=stop, tally=route_load))
+    through_service = asyncio.create_task(load(split.service_url, until=stop, fresh_connections=True, tally=service_load))
+    await eventually(lambda: completed(route_load, service_load, LOAD_REQUESTS), timeout=60, what="load through both paths")
     victim = (await ready_pods(split.client, constants.COMPONENT_PREDICTOR))[0]
     name = victim["metadata"]["name"]
     await split.client.delete("v1", "pods", NS, name)
@@ -268,7 +273,10 @@ async def test_no_request_fails_while_a_pod_is_deleted(split: Split) -> None:
         return all(w.name != name for w in kubelet.workers.values()) and all(w.name != name for w, _ in kubelet.terminating.values())
 
     await eventually(gone, timeout=30, what=f"pod {name} to stop")
-    await asyncio.sleep(1.0)  # and more load after it
+    before = completed_count(route_load), completed_count(service_load)
+    # and more load after it
+    await eventually(lambda: completed(route_load, service_load, LOAD_REQUESTS, since=before), timeout=60,
+                     what="load through both paths after the pod stopped")
     stop.set()
     route_tally, service_tally = await through_route, await through_service
     print(f"pod {name} deleted under load: {route_tally.total} requests through the HTTPRoute, "
@@ -286,7 +294,7 @@ async def test_a_canary_without_ready_pods_costs_no_request(split: Split) -> Non
         canary = kubelet.proxy.find(NS, f"{NAME}-predictor-canary")
         return canary is not None and not kubelet.proxy.endpoint_ports(canary, canary["spec"]["ports"][0])
 
-    await eventually(canary_gone, what="the canary's endpoints to be gone")
+    await eventually(canary_gone, timeout=60, what="the canary's endpoints to be gone")
     tally = await load(split.route_url, requests=200)  # 20 % of these would go to the canary
     assert tally.failures == [] and tally.canary_share == 0.0 and tally.total == 200
 
@@ -297,7 +305,7 @@ async def test_a_canary_without_ready_pods_costs_no_request(split: Split) -> Non
         route = await split.client.get(constants.GATEWAY_API_VERSION, constants.HTTPROUTES, NS, "only-canary")
         return ((route or {}).get("metadata", {}).get("annotations") or {}).get(constants.ANNOTATION_SANDBOX_URL)
 
-    only_canary = await eventually(url, what="the second route's URL")
+    only_canary = await eventually(url, timeout=60, what="the second route's URL")
     async with aiohttp.ClientSession() as session, session.get(only_canary + "/v2") as response:
         assert response.status == 503
         assert (await response.json())["error"] == "no healthy upstream"
@@ -310,4 +318,4 @@ async def test_a_canary_without_ready_pods_costs_no_request(split: Split) -> Non
         except aiohttp.ClientConnectionError:
             return True
 
-    await eventually(closed, what="the deleted route's listener to close")
+    await eventually(closed, timeout=60, what="the deleted route's listener to close")
