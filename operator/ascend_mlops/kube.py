@@ -4,7 +4,7 @@ Kopf watches and dispatches; the reconcilers read and write objects through this
 client, authenticated with the same credentials Kopf's login produced (kubeconfig
 or in-cluster service account), so there is one source of truth for "which
 cluster". It speaks plain JSON over aiohttp and knows only what the operator
-needs: get (whole, or metadata only), list (by labels), create, merge-patch,
+needs: get (whole, or metadata only), list (by labels or fields), create, merge-patch,
 replace, delete, a pod's log tail, and API discovery (is a kind served?).
 """
 
@@ -37,6 +37,11 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+
+def namespace_terminating(exc: BaseException) -> bool:
+    """A create refused because the namespace is being deleted (admission, not RBAC)."""
+    return isinstance(exc, ApiError) and exc.status == 403 and "because it is being terminated" in exc.message
 
 
 class Conflict(ApiError):
@@ -203,10 +208,17 @@ class KubeClient:
         return {str(r.get("name")) for r in (result or {}).get("resources") or [] if isinstance(r, dict)}
 
     async def list(
-        self, api_version: str, plural: str, namespace: str | None, labels: Mapping[str, str] | None = None
+        self, api_version: str, plural: str, namespace: str | None, labels: Mapping[str, str] | None = None,
+        *, fields: Mapping[str, str] | None = None, limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector(labels)} if labels else None
-        result = await self.request("GET", resource_path(api_version, plural, namespace), params=params)
+        """Objects with these labels (and field values: `fields`, a fieldSelector); at most `limit` of them
+        where the server honours it (one page: no continuation is fetched)."""
+        params = {"labelSelector": label_selector(labels)} if labels else {}
+        if fields:
+            params["fieldSelector"] = label_selector(fields)  # the same k=v,k=v shape
+        if limit is not None:
+            params["limit"] = str(limit)
+        result = await self.request("GET", resource_path(api_version, plural, namespace), params=params or None)
         items = (result or {}).get("items") or []
         # Filtering again costs nothing and keeps us correct against servers that ignore selectors.
         return [item for item in items if isinstance(item, dict) and matches_labels(item, labels or {})]

@@ -206,3 +206,28 @@ def test_autoscaler_state_from_hpa_and_keda_conditions() -> None:
     errors = {e.path: e.message for e in exposure_errors(spec, owner, Settings())}
     assert "ASCEND_MLOPS_GATEWAY" in errors["spec.exposure.type"] and "ASCEND_MLOPS_DOMAIN" in errors["spec.exposure.host"]
     assert exposure_errors(spec, owner, Settings(gateway=("gw", "public"), domain="example.com")) == []
+
+
+async def test_a_failed_reconcile_logs_a_namespace_deletion_at_info_and_an_rbac_refusal_as_a_warning(caplog: Any) -> None:
+    import logging
+
+    from ascend_mlops.kube import ApiError
+    from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
+    from ascend_mlops.settings import Settings
+
+    refusals = {
+        "gone": "services \"s\" is forbidden: unable to create new content in namespace a because it is being terminated",
+        "rbac": 'services "s" is forbidden: User "system:serviceaccount:x:y" cannot create resource "services"',
+    }
+
+    async def refused(_rt: Runtime, key: Key) -> Result:
+        raise ApiError(403, "Forbidden", refusals[key.name], "POST", "/api/v1/namespaces/a/services")
+
+    rt = Runtime(Settings.from_env({}), client=None)  # type: ignore[arg-type]  # the reconciler never calls it
+    rt.reconcilers[constants.INFERENCE_SERVICE] = refused
+    caplog.set_level(logging.INFO, logger="ascend_mlops")
+    for name in refusals:
+        await rt.reconcile(Key(constants.INFERENCE_SERVICE, "a", name))
+    await rt.close()  # the retries it scheduled
+    levels = {r.getMessage().split(":")[0]: r.levelname for r in caplog.records if "reconcile failed" in r.getMessage()}
+    assert levels == {f"{constants.INFERENCE_SERVICE} a/gone": "INFO", f"{constants.INFERENCE_SERVICE} a/rbac": "WARNING"}

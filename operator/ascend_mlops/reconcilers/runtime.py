@@ -15,7 +15,7 @@ from ascend_mlops import events, metrics
 from ascend_mlops import status as st
 from ascend_mlops.api import constants
 from ascend_mlops.builders.common import Owner
-from ascend_mlops.kube import ApiError, Conflict, KubeClient
+from ascend_mlops.kube import ApiError, Conflict, KubeClient, namespace_terminating
 from ascend_mlops.reconcilers.cache import Cache
 from ascend_mlops.settings import Settings
 
@@ -132,6 +132,8 @@ class Runtime:
                 self._errors[key] = failures
                 delay = min(MAX_ERROR_BACKOFF, 0.5 * 2 ** (failures - 1))
                 level = logging.WARNING if isinstance(exc, ApiError) else logging.ERROR
+                if namespace_terminating(exc):  # the namespace's deletion removes the object soon
+                    level = logging.INFO
                 logger.log(level, "%s: reconcile failed (%s); retrying in %.1fs", key, exc, delay,
                            exc_info=not isinstance(exc, ApiError))
                 metrics.RECONCILES.labels(kind=key.kind, result="error").inc()
