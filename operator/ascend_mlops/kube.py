@@ -1,11 +1,15 @@
-"""A small asynchronous Kubernetes API client for the reconcilers.
+"""The one asynchronous Kubernetes API client: the operator's reconcilers and the sandbox's.
 
 Kopf watches and dispatches; the reconcilers read and write objects through this
 client, authenticated with the same credentials Kopf's login produced (kubeconfig
 or in-cluster service account), so there is one source of truth for "which
-cluster". It speaks plain JSON over aiohttp and knows only what the operator
-needs: get (whole, or metadata only), list (by labels or fields), create, merge-patch,
-replace, delete, a pod's log tail, and API discovery (is a kind served?).
+cluster". The sandbox's kubelet, controllers, gateway and CLI use it against the
+sandbox's loopback API (no credentials). It speaks plain JSON over aiohttp:
+get (whole, or metadata only), list (by labels or fields; `listing` keeps the
+list's resourceVersion and takes raw selectors), create, patch (merge, JSON or
+strategic), replace, delete, a pod's log, API discovery (is a kind served?), and
+for the sandbox only a watch stream that resumes from the last resourceVersion
+(the operator's watches are Kopf's).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -23,6 +27,7 @@ import aiohttp
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
 # Metadata only (names, labels, owner references): what the API server sends for
 # this Accept header, for objects whose contents the operator must not hold (Secrets).
 PARTIAL_METADATA: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
@@ -127,6 +132,12 @@ class KubeClient:
                 await session.close()
         self._session, self._stale = None, []
 
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def request(
         self,
         method: str,
@@ -208,20 +219,29 @@ class KubeClient:
         return {str(r.get("name")) for r in (result or {}).get("resources") or [] if isinstance(r, dict)}
 
     async def list(
-        self, api_version: str, plural: str, namespace: str | None, labels: Mapping[str, str] | None = None,
+        self, api_version: str, plural: str, namespace: str | None = None, labels: Mapping[str, str] | None = None,
         *, fields: Mapping[str, str] | None = None, limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Objects with these labels (and field values: `fields`, a fieldSelector); at most `limit` of them
         where the server honours it (one page: no continuation is fetched)."""
-        params = {"labelSelector": label_selector(labels)} if labels else {}
-        if fields:
-            params["fieldSelector"] = label_selector(fields)  # the same k=v,k=v shape
+        result = await self.listing(
+            api_version, plural, namespace, label_selector=label_selector(labels or {}),
+            field_selector=label_selector(fields or {}), limit=limit,  # fields: the same k=v,k=v shape
+        )
+        items = result.get("items") or []
+        # Filtering again costs nothing and keeps us correct against servers that ignore selectors.
+        return [item for item in items if isinstance(item, dict) and matches_labels(item, labels or {})]
+
+    async def listing(
+        self, api_version: str, plural: str, namespace: str | None = None,
+        *, label_selector: str = "", field_selector: str = "", limit: int | None = None,
+    ) -> dict[str, Any]:
+        """The list object itself (its items and metadata.resourceVersion), selectors as the API writes them."""
+        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
         if limit is not None:
             params["limit"] = str(limit)
         result = await self.request("GET", resource_path(api_version, plural, namespace), params=params or None)
-        items = (result or {}).get("items") or []
-        # Filtering again costs nothing and keeps us correct against servers that ignore selectors.
-        return [item for item in items if isinstance(item, dict) and matches_labels(item, labels or {})]
+        return result if isinstance(result, dict) else {"items": []}
 
     async def create(self, api_version: str, plural: str, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         result = await self.request("POST", resource_path(api_version, plural, namespace), body=dict(body))
@@ -233,14 +253,17 @@ class KubeClient:
         plural: str,
         namespace: str | None,
         name: str,
-        body: Mapping[str, Any],
+        body: Any,
         subresource: str | None = None,
+        *,
+        content_type: str = MERGE_PATCH,
     ) -> dict[str, Any]:
+        """A merge patch (a mapping), or with `content_type` a JSON patch (a list of operations) or a strategic one."""
         result = await self.request(
             "PATCH",
             resource_path(api_version, plural, namespace, name, subresource),
-            body=dict(body),
-            content_type=MERGE_PATCH,
+            body=dict(body) if isinstance(body, Mapping) else body,
+            content_type=content_type,
         )
         return result if isinstance(result, dict) else {}
 
@@ -251,11 +274,15 @@ class KubeClient:
         result = await self.request("PUT", resource_path(api_version, plural, namespace, name), body=dict(body))
         return result if isinstance(result, dict) else {}
 
-    async def read_pod_log(self, namespace: str, name: str, *, container: str, tail_lines: int) -> str:
-        """The last `tail_lines` lines of a container's log (plain text; RBAC: get pods/log)."""
-        params = {"container": container, "tailLines": str(tail_lines)}
+    async def read_pod_log(
+        self, namespace: str, name: str, *, container: str | None = None, tail_lines: int | None = None
+    ) -> str:
+        """A container's log, or its last `tail_lines` lines (plain text; RBAC: get pods/log)."""
+        params = {"container": container} if container else {}
+        if tail_lines is not None:
+            params["tailLines"] = str(tail_lines)
         result = await self.request(
-            "GET", resource_path("v1", "pods", namespace, name, "log"), params=params, decode=False
+            "GET", resource_path("v1", "pods", namespace, name, "log"), params=params or None, decode=False
         )
         return str(result)
 
@@ -272,6 +299,51 @@ class KubeClient:
                 return False
             raise
         return True
+
+    async def watch(
+        self, api_version: str, plural: str, namespace: str | None = None, *, label_selector: str = "",
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) forever: a list as ADDED events first, then the watch, resumed on drops (the sandbox's).
+
+        After a 410 Gone the list starts over and every object is reported again
+        as ADDED, so consumers must treat ADDED and MODIFIED alike.
+        """
+        path = resource_path(api_version, plural, namespace)
+        since: str | None = None
+        while True:
+            try:
+                if since is None:
+                    listing = await self.listing(api_version, plural, namespace, label_selector=label_selector)
+                    since = str(listing.get("metadata", {}).get("resourceVersion", ""))
+                    for item in listing.get("items", []):
+                        yield "ADDED", item
+                params = {"watch": "true", "resourceVersion": since, "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+                if label_selector:
+                    params["labelSelector"] = label_selector
+                async with self._get_session().get(
+                    self.server + path, params=params, ssl=self._ssl if self._ssl is not None else True,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=120),
+                ) as response:
+                    if response.status == 410:
+                        since = None
+                        continue
+                    if response.status >= 400:
+                        raise ApiError(response.status, response.reason or "", await response.text(), "GET", path)
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        kind, obj = event.get("type"), event.get("object") or {}
+                        if kind == "ERROR":
+                            if obj.get("code") == 410:
+                                since = None
+                            break
+                        since = obj.get("metadata", {}).get("resourceVersion", since)
+                        if kind != "BOOKMARK":
+                            yield kind, obj
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                logger.debug("watch %s dropped (%s); resuming", path, e)
+                await asyncio.sleep(0.5)
 
 
 async def close_quietly(client: KubeClient | None) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ascend_mlops.kube import KubeClient
 from ascend_mlops.sandbox.apiserver import APIServer
-from ascend_mlops.sandbox.client import Client
 
 GROUP = "test.sandbox.dev"
 WIDGETS = f"/apis/{GROUP}/v1/namespaces/default/widgets"
@@ -89,8 +89,8 @@ async def api(crd_dir: Path) -> AsyncIterator[APIServer]:
 
 
 @pytest.fixture
-async def client(api: APIServer) -> AsyncIterator[Client]:
-    async with Client(api.url) as c:
+async def client(api: APIServer) -> AsyncIterator[KubeClient]:
+    async with KubeClient(api.url) as c:
         yield c
 
 

@@ -11,16 +11,16 @@ import aiohttp
 import pytest
 
 from ascend_mlops.api import constants
+from ascend_mlops.kube import JSON_PATCH, ApiError, KubeClient
 from ascend_mlops.sandbox import apiserver
 from ascend_mlops.sandbox.apiserver import APIServer, parse_target
-from ascend_mlops.sandbox.client import JSON_PATCH, APIStatusError, Client
 from tests.helpers import REPO_ROOT, eventually
 from tests.sandbox.conftest import GROUP, WIDGET_CRD, widget
 
 W = f"{GROUP}/v1"
 
 
-async def test_create_fills_metadata_and_generate_name(client: Client) -> None:
+async def test_create_fills_metadata_and_generate_name(client: KubeClient) -> None:
     created = await client.create(W, "widgets", "default", widget("a"))
     meta = created["metadata"]
     assert meta["uid"] and meta["creationTimestamp"].endswith("Z")
@@ -28,33 +28,33 @@ async def test_create_fills_metadata_and_generate_name(client: Client) -> None:
     assert created["spec"]["colour"] == "red"  # the schema's default
     generated = await client.create(W, "widgets", "default", {**widget(""), "metadata": {"generateName": "w-"}})
     assert generated["metadata"]["name"].startswith("w-") and len(generated["metadata"]["name"]) == 7
-    with pytest.raises(APIStatusError) as info:
+    with pytest.raises(ApiError) as info:
         await client.create(W, "widgets", "default", widget("a"))
     assert info.value.status == 409 and info.value.reason == "AlreadyExists"
     assert await client.get(W, "widgets", "default", "missing") is None
 
 
-async def test_schema_validation_and_pruning(client: Client) -> None:
-    with pytest.raises(APIStatusError) as info:
+async def test_schema_validation_and_pruning(client: KubeClient) -> None:
+    with pytest.raises(ApiError) as info:
         await client.create(W, "widgets", "default", widget("bad", size=0))
     assert info.value.status == 422
     assert "spec.size: Invalid value: 0" in info.value.message and "greater than or equal to 1" in info.value.message
-    with pytest.raises(APIStatusError) as info:
+    with pytest.raises(ApiError) as info:
         await client.create(W, "widgets", "default", {**widget("nosize"), "spec": {}})
     assert "spec.size: Required value" in info.value.message
-    with pytest.raises(APIStatusError) as info:
+    with pytest.raises(ApiError) as info:
         await client.create(W, "widgets", "default", widget("colour", colour="green"))
     assert 'Unsupported value: "green"' in info.value.message
     created = await client.create(W, "widgets", "default", widget("pruned", unknown=1, free={"x": {"y": 1}}))
     assert "unknown" not in created["spec"]
     assert created["spec"]["free"] == {"x": {"y": 1}}  # x-kubernetes-preserve-unknown-fields
     # kubectl's strict field validation turns pruning into an error instead.
-    with pytest.raises(APIStatusError) as info:
+    with pytest.raises(ApiError) as info:
         await client.request("POST", f"/apis/{W}/namespaces/default/widgets", body=widget("strict", unknown=1), params={"fieldValidation": "Strict"})
     assert info.value.status == 400 and 'unknown field "spec.unknown"' in info.value.message
 
 
-async def test_generation_and_status_subresource(client: Client) -> None:
+async def test_generation_and_status_subresource(client: KubeClient) -> None:
     await client.create(W, "widgets", "default", widget("g"))
     # Status through the main resource is ignored: the CRD has a status subresource.
     same = await client.patch(W, "widgets", "default", "g", {"status": {"phase": "Sneaky"}})
@@ -74,22 +74,22 @@ async def test_generation_and_status_subresource(client: Client) -> None:
     assert again["metadata"]["resourceVersion"] == bumped["metadata"]["resourceVersion"]
 
 
-async def test_json_patch_test_op_and_put_precondition(client: Client) -> None:
+async def test_json_patch_test_op_and_put_precondition(client: KubeClient) -> None:
     created = await client.create(W, "widgets", "default", widget("j"))
     rv = created["metadata"]["resourceVersion"]
     ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, {"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]}]
     patched = await client.patch(W, "widgets", "default", "j", ops, content_type=JSON_PATCH)
     assert patched["metadata"]["finalizers"] == ["x/y"]
-    with pytest.raises(APIStatusError) as info:  # the same test again: the resourceVersion moved on
+    with pytest.raises(ApiError) as info:  # the same test again: the resourceVersion moved on
         await client.patch(W, "widgets", "default", "j", ops, content_type=JSON_PATCH)
     assert info.value.status == 422
     stale = {**created, "spec": {"size": 3}}
-    with pytest.raises(APIStatusError) as info:
+    with pytest.raises(ApiError) as info:
         await client.request("PUT", f"/apis/{W}/namespaces/default/widgets/j", body=stale)
     assert info.value.status == 409 and info.value.reason == "Conflict"
 
 
-async def test_strategic_merge_patch_merges_containers_by_name(client: Client) -> None:
+async def test_strategic_merge_patch_merges_containers_by_name(client: KubeClient) -> None:
     pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}
     await client.create("v1", "pods", "default", pod)
     patched = await client.patch(
@@ -101,14 +101,14 @@ async def test_strategic_merge_patch_merges_containers_by_name(client: Client) -
     assert patched["spec"]["containers"][0]["terminationMessagePath"] == "/dev/termination-log"
 
 
-async def test_label_and_field_selectors(client: Client) -> None:
+async def test_label_and_field_selectors(client: KubeClient) -> None:
     for name, tier in (("a", "web"), ("b", "db"), ("c", "web")):
         await client.create(W, "widgets", "default", {**widget(name), "metadata": {"name": name, "labels": {"tier": tier}}})
     names = lambda listing: sorted(i["metadata"]["name"] for i in listing["items"])  # noqa: E731
-    assert names(await client.list(W, "widgets", "default", label_selector="tier=web")) == ["a", "c"]
-    assert names(await client.list(W, "widgets", "default", label_selector="tier!=web")) == ["b"]
-    assert names(await client.list(W, "widgets", "default", label_selector="tier in (db,cache)")) == ["b"]
-    assert names(await client.list(W, "widgets", None, field_selector="metadata.name=c")) == ["c"]
+    assert names(await client.listing(W, "widgets", "default", label_selector="tier=web")) == ["a", "c"]
+    assert names(await client.listing(W, "widgets", "default", label_selector="tier!=web")) == ["b"]
+    assert names(await client.listing(W, "widgets", "default", label_selector="tier in (db,cache)")) == ["b"]
+    assert names(await client.listing(W, "widgets", None, field_selector="metadata.name=c")) == ["c"]
 
 
 async def _watch_lines(
@@ -128,9 +128,9 @@ async def _watch_lines(
     return events
 
 
-async def test_watch_resumes_from_resource_version_and_filters_labels(api: APIServer, client: Client) -> None:
+async def test_watch_resumes_from_resource_version_and_filters_labels(api: APIServer, client: KubeClient) -> None:
     await client.create(W, "widgets", "default", {**widget("old"), "metadata": {"name": "old", "labels": {"w": "1"}}})
-    listing = await client.list(W, "widgets", "default")
+    listing = await client.listing(W, "widgets", "default")
     since = listing["metadata"]["resourceVersion"]
     watcher = asyncio.create_task(
         _watch_lines(api, f"/apis/{W}/namespaces/default/widgets", {"watch": "true", "resourceVersion": since, "labelSelector": "w=1"}, 3)
@@ -143,7 +143,7 @@ async def test_watch_resumes_from_resource_version_and_filters_labels(api: APISe
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "new"), ("DELETED", "new"), ("DELETED", "old")]
 
 
-async def test_watch_without_version_lists_first_and_sends_bookmarks(monkeypatch: pytest.MonkeyPatch, api: APIServer, client: Client) -> None:
+async def test_watch_without_version_lists_first_and_sends_bookmarks(monkeypatch: pytest.MonkeyPatch, api: APIServer, client: KubeClient) -> None:
     monkeypatch.setattr(apiserver, "BOOKMARK_INTERVAL", 0.2)
     await client.create(W, "widgets", "default", widget("first"))
     bookmarked = asyncio.Event()
@@ -166,7 +166,7 @@ async def test_watch_without_version_lists_first_and_sends_bookmarks(monkeypatch
 
 async def test_watch_from_a_forgotten_version_is_gone(monkeypatch: pytest.MonkeyPatch, crd_dir: Any) -> None:
     monkeypatch.setattr(apiserver, "WATCH_HISTORY", 3)
-    async with APIServer(crd_dirs=[crd_dir]) as api, Client(api.url) as client:
+    async with APIServer(crd_dirs=[crd_dir]) as api, KubeClient(api.url) as client:
         first = await client.create(W, "widgets", "default", widget("w0"))
         for index in range(1, 6):
             await client.create(W, "widgets", "default", widget(f"w{index}"))
@@ -174,7 +174,7 @@ async def test_watch_from_a_forgotten_version_is_gone(monkeypatch: pytest.Monkey
         assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
 
 
-async def test_finalizers_then_garbage_collection(client: Client) -> None:
+async def test_finalizers_then_garbage_collection(client: KubeClient) -> None:
     owner = await client.create(W, "widgets", "default", {**widget("owner"), "metadata": {"name": "owner", "finalizers": ["test/hold"]}})
     ref = {"apiVersion": W, "kind": "Widget", "name": "owner", "uid": owner["metadata"]["uid"], "controller": True}
     await client.create("v1", "configmaps", "default", {"metadata": {"name": "child", "ownerReferences": [ref]}})
@@ -183,7 +183,7 @@ async def test_finalizers_then_garbage_collection(client: Client) -> None:
     held = await client.get(W, "widgets", "default", "owner")
     assert held is not None and held["metadata"]["deletionTimestamp"]
     assert await client.get("v1", "configmaps", "default", "child") is not None
-    with pytest.raises(APIStatusError):  # no new finalizers on a deleting object
+    with pytest.raises(ApiError):  # no new finalizers on a deleting object
         await client.patch(W, "widgets", "default", "owner", {"metadata": {"finalizers": ["test/hold", "test/more"]}})
     await client.patch(W, "widgets", "default", "owner", {"metadata": {"finalizers": None}})
     assert await client.get(W, "widgets", "default", "owner") is None
@@ -191,7 +191,7 @@ async def test_finalizers_then_garbage_collection(client: Client) -> None:
     assert await client.get("v1", "configmaps", "default", "orphan-me") is None
 
 
-async def test_orphan_propagation_keeps_dependents(client: Client) -> None:
+async def test_orphan_propagation_keeps_dependents(client: KubeClient) -> None:
     owner = await client.create(W, "widgets", "default", widget("owner2"))
     ref = {"apiVersion": W, "kind": "Widget", "name": "owner2", "uid": owner["metadata"]["uid"]}
     await client.create("v1", "configmaps", "default", {"metadata": {"name": "kept", "ownerReferences": [ref]}})
@@ -200,7 +200,7 @@ async def test_orphan_propagation_keeps_dependents(client: Client) -> None:
     assert kept is not None and not kept["metadata"].get("ownerReferences")
 
 
-async def test_a_dependent_created_without_a_live_owner_is_collected(client: Client) -> None:
+async def test_a_dependent_created_without_a_live_owner_is_collected(client: KubeClient) -> None:
     """As a cluster's garbage collector does: the owner is looked up by kind, name and uid."""
     owner = await client.create(W, "widgets", "default", widget("owner3"))
     live = {"apiVersion": W, "kind": "Widget", "name": "owner3", "uid": owner["metadata"]["uid"]}
@@ -230,7 +230,7 @@ async def test_a_dependent_created_without_a_live_owner_is_collected(client: Cli
 
 
 async def _invalid(coro: Any) -> str:
-    with pytest.raises(APIStatusError) as info:
+    with pytest.raises(ApiError) as info:
         await coro
     assert info.value.status == 422, info.value
     return info.value.message
@@ -239,7 +239,7 @@ async def _invalid(coro: Any) -> str:
 POD = {"metadata": {"name": "p"}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}
 
 
-async def test_what_a_cluster_refuses_to_change_or_store(client: Client) -> None:
+async def test_what_a_cluster_refuses_to_change_or_store(client: KubeClient) -> None:
     """As upstream kube-apiserver v1.32 answers (tests/integration runs the same tests on one)."""
     pod = await client.create("v1", "pods", "default", POD)
     # What admission adds to a pod (not to a template).
@@ -279,10 +279,10 @@ async def test_what_a_cluster_refuses_to_change_or_store(client: Client) -> None
     assert "labels" not in empty["metadata"] and "annotations" not in empty["metadata"]
 
 
-async def test_namespace_deletion_removes_its_objects(client: Client) -> None:
+async def test_namespace_deletion_removes_its_objects(client: KubeClient) -> None:
     await client.create("v1", "namespaces", None, {"metadata": {"name": "scratch"}})
     await client.create("v1", "configmaps", "scratch", {"metadata": {"name": "c"}})
-    with pytest.raises(APIStatusError) as info:
+    with pytest.raises(ApiError) as info:
         await client.create("v1", "configmaps", "nowhere", {"metadata": {"name": "c"}})
     assert info.value.status == 404
     await client.delete("v1", "namespaces", None, "scratch")
@@ -290,7 +290,7 @@ async def test_namespace_deletion_removes_its_objects(client: Client) -> None:
     assert await client.get("v1", "namespaces", None, "scratch") is None
 
 
-async def test_discovery_and_tables_for_kubectl(api: APIServer, client: Client) -> None:
+async def test_discovery_and_tables_for_kubectl(api: APIServer, client: KubeClient) -> None:
     core = await client.request("GET", "/api/v1")
     assert core["groupVersion"] == "v1"
     pods = next(r for r in core["resources"] if r["name"] == "pods")
@@ -313,25 +313,25 @@ async def test_discovery_and_tables_for_kubectl(api: APIServer, client: Client) 
 
 
 async def test_crds_of_the_project_load_and_are_served() -> None:
-    async with APIServer(crd_dirs=[REPO_ROOT / "crds"]) as api, Client(api.url) as client:
+    async with APIServer(crd_dirs=[REPO_ROOT / "crds"]) as api, KubeClient(api.url) as client:
         version = await client.request("GET", f"/apis/{constants.API_VERSION}")
         names = {r["name"] for r in version["resources"]}
         for plural in constants.PLURALS.values():
             assert plural in names and f"{plural}/status" in names
-        crds = await client.list("apiextensions.k8s.io/v1", "customresourcedefinitions")
+        crds = await client.listing("apiextensions.k8s.io/v1", "customresourcedefinitions")
         assert len(crds["items"]) == len(constants.PLURALS)
         established = [c for c in crds["items"] if any(x["type"] == "Established" and x["status"] == "True" for x in c["status"]["conditions"])]
         assert len(established) == len(constants.PLURALS)
 
 
-async def test_crd_created_through_the_api_is_served_and_removed(client: Client) -> None:
+async def test_crd_created_through_the_api_is_served_and_removed(client: KubeClient) -> None:
     gadget = json.loads(json.dumps(WIDGET_CRD).replace("widget", "gadget").replace("Widget", "Gadget").replace('"wd"', '"gd"'))
     await client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, gadget)
     await client.create(W, "gadgets", "default", {"apiVersion": W, "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 1}})
     assert (await client.get(W, "gadgets", "default", "g")) is not None
     await client.delete("apiextensions.k8s.io/v1", "customresourcedefinitions", None, gadget["metadata"]["name"])
-    with pytest.raises(APIStatusError) as info:
-        await client.list(W, "gadgets", "default")
+    with pytest.raises(ApiError) as info:
+        await client.listing(W, "gadgets", "default")
     assert info.value.status == 404
 
 

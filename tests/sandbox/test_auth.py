@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 
 from ascend_mlops.api import constants, contract
+from ascend_mlops.kube import KubeClient
 from ascend_mlops.sandbox import kubelet
-from ascend_mlops.sandbox.client import Client
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, sandbox_processes
 from ascend_mlops.settings import Settings
 from tests.helpers import REPO_ROOT, eventually
@@ -66,7 +66,7 @@ def server_pod(model: Path) -> dict[str, Any]:
 
 @dataclass
 class Guarded:
-    client: Client
+    client: KubeClient
     url: str
 
 
@@ -75,7 +75,7 @@ async def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     monkeypatch.setattr(kubelet, "CONFIG_RETRY", 0.2)
     model = tinymodel.write_version_dir(tmp_path / "V001")
     root = tmp_path / "sandbox"
-    async with Sandbox(SandboxConfig(root=root, run_operator=False, crd_dirs=(REPO_ROOT / "crds",))) as sandbox, Client(sandbox.url) as client:
+    async with Sandbox(SandboxConfig(root=root, run_operator=False, crd_dirs=(REPO_ROOT / "crds",))) as sandbox, KubeClient(sandbox.url) as client:
         await client.create("v1", "services", NS, {
             "metadata": {"name": NAME},
             "spec": {"selector": {constants.LABEL_INSTANCE: NAME}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
@@ -151,6 +151,6 @@ async def test_a_server_pod_with_a_token_secret_volume_refuses_without_it_and_fo
     pod = await client.get("v1", "pods", NS, NAME)
     assert pod is not None and pod["status"]["containerStatuses"][0]["restartCount"] == 0, "a rotation needs no restart"
 
-    log = str(await client.request("GET", f"/api/v1/namespaces/{NS}/pods/{NAME}/log"))
+    log = await client.read_pod_log(NS, NAME)
     assert "authentication on" in log  # the server's own line (it names the folder and counts tokens)
     assert first not in log and second not in log, "a token is in the server's log"

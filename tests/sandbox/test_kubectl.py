@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ascend_mlops.kube import KubeClient
 from ascend_mlops.sandbox.apiserver import ThreadedAPIServer
-from ascend_mlops.sandbox.client import Client
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig
 from tests.e2e.tools import find_kubectl
 from tests.helpers import REPO_ROOT
@@ -83,7 +83,7 @@ async def test_nodes_pods_and_logs(sandbox: Sandbox) -> None:
     code, out, err = await kubectl(sandbox, "get", "nodes")
     assert code == 0, err
     assert "sandbox-ascend310-0   Ready" in out and "sandbox-cpu-0" in out
-    async with Client(sandbox.url) as client:
+    async with KubeClient(sandbox.url) as client:
         pod = {
             "metadata": {"name": "hello"},
             "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "ascend-mlops/trainer:0.1.0", "command": [sys.executable, "-c", "print('hi from the sandbox')"]}]},

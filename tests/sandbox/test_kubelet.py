@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ascend_mlops.kube import KubeClient
 from ascend_mlops.sandbox import kubelet, scheduling
-from ascend_mlops.sandbox.client import Client
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, pid_alive, sandbox_processes
 from ascend_mlops.sandbox.proxy import ANNOTATION_URL
 from tests.helpers import REPO_ROOT, eventually
@@ -53,8 +53,8 @@ async def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 
 
 @pytest.fixture
-async def client(sandbox: Sandbox) -> AsyncIterator[Client]:
-    async with Client(sandbox.url) as c:
+async def client(sandbox: Sandbox) -> AsyncIterator[KubeClient]:
+    async with KubeClient(sandbox.url) as c:
         yield c
 
 
@@ -64,24 +64,24 @@ def python_pod(name: str, code: str, *args: str, restart: str = "Never", image: 
     return {"metadata": {"name": name}, "spec": {"restartPolicy": restart, "containers": [container], **extra}}
 
 
-async def pod_status(client: Client, name: str) -> dict[str, Any]:
+async def pod_status(client: KubeClient, name: str) -> dict[str, Any]:
     pod = await client.get("v1", "pods", "default", name)
     return (pod or {}).get("status") or {}
 
 
-async def creating(client: Client, name: str) -> dict[str, Any] | None:
+async def creating(client: KubeClient, name: str) -> dict[str, Any] | None:
     """The container's waiting state while the kubelet cannot set the pod up (with its message)."""
     statuses = (await pod_status(client, name)).get("containerStatuses") or [{}]
     waiting = statuses[0].get("state", {}).get("waiting", {})
     return waiting if waiting.get("reason") == "ContainerCreating" and waiting.get("message") else None
 
 
-async def finished(client: Client, name: str) -> dict[str, Any] | None:
+async def finished(client: KubeClient, name: str) -> dict[str, Any] | None:
     status = await pod_status(client, name)
     return status if status.get("phase") in ("Succeeded", "Failed") else None
 
 
-async def test_pod_runs_with_mapped_paths_env_and_logs(sandbox: Sandbox, client: Client, tmp_path: Path) -> None:
+async def test_pod_runs_with_mapped_paths_env_and_logs(sandbox: Sandbox, client: KubeClient, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()  # an existing host path is used as it is (absent ones go under the sandbox's data/)
     code = (
@@ -109,13 +109,13 @@ async def test_pod_runs_with_mapped_paths_env_and_logs(sandbox: Sandbox, client:
     assert status["podIP"] == "127.0.0.1"
     pod_obj = await client.get("v1", "pods", "default", "writer")
     assert pod_obj is not None and pod_obj["spec"]["nodeName"] == scheduling.CPU_NODE
-    log = await client.request("GET", "/api/v1/namespaces/default/pods/writer/log")
+    log = await client.read_pod_log("default", "writer")
     assert "hello from writer" in log
-    events = {e["reason"] for e in (await client.list("v1", "events", "default"))["items"] if e["involvedObject"]["name"] == "writer"}
+    events = {e["reason"] for e in (await client.listing("v1", "events", "default"))["items"] if e["involvedObject"]["name"] == "writer"}
     assert {"Scheduled", "Started"} <= events
 
 
-async def test_failure_reports_exit_code_and_message(sandbox: Sandbox, client: Client) -> None:
+async def test_failure_reports_exit_code_and_message(sandbox: Sandbox, client: KubeClient) -> None:
     code = "import sys, pathlib\npathlib.Path(sys.argv[1]).write_text('bad dataset')\nsys.exit(3)\n"
     await client.create("v1", "pods", "default", python_pod("fails", code, "/dev/termination-log"))
     crash = "raise SystemExit('Traceback: the real reason')"
@@ -131,7 +131,7 @@ async def test_failure_reports_exit_code_and_message(sandbox: Sandbox, client: C
     assert "Traceback: the real reason" in status["containerStatuses"][0]["state"]["terminated"]["message"]
 
 
-async def test_restart_always_crash_loops_with_backoff(sandbox: Sandbox, client: Client) -> None:
+async def test_restart_always_crash_loops_with_backoff(sandbox: Sandbox, client: KubeClient) -> None:
     await client.create("v1", "pods", "default", python_pod("loop", "import sys; sys.exit(1)", restart="Always"))
 
     async def backing_off() -> dict[str, Any] | None:
@@ -152,7 +152,7 @@ async def test_restart_always_crash_loops_with_backoff(sandbox: Sandbox, client:
     assert again["restartCount"] >= 2
 
 
-async def test_foreign_images_are_reported_not_run(sandbox: Sandbox, client: Client) -> None:
+async def test_foreign_images_are_reported_not_run(sandbox: Sandbox, client: KubeClient) -> None:
     await client.create("v1", "pods", "default", python_pod("nginx", "print(1)", image="nginx:1.27"))
 
     async def pull_backoff() -> dict[str, Any] | None:
@@ -167,7 +167,7 @@ async def test_foreign_images_are_reported_not_run(sandbox: Sandbox, client: Cli
     assert status["phase"] == "Pending" and "containerID" not in status["containerStatuses"][0]
 
 
-async def test_unschedulable_pod_stays_pending_with_the_reason(sandbox: Sandbox, client: Client) -> None:
+async def test_unschedulable_pod_stays_pending_with_the_reason(sandbox: Sandbox, client: KubeClient) -> None:
     pod = python_pod(
         "ascend910", "print(1)", container={"resources": {"limits": {"huawei.com/Ascend910": "1"}}},
         nodeSelector={"accelerator": "huawei-Ascend310"},
@@ -182,7 +182,7 @@ async def test_unschedulable_pod_stays_pending_with_the_reason(sandbox: Sandbox,
     condition = await eventually(unscheduled, timeout=30, what="PodScheduled=False")
     assert condition["reason"] == "Unschedulable"
     assert "Insufficient huawei.com/Ascend910" in condition["message"]
-    events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=ascend910"))["items"]
+    events = (await client.listing("v1", "events", "default", field_selector="involvedObject.name=ascend910"))["items"]
     assert any(e["reason"] == "FailedScheduling" and e["type"] == "Warning" for e in events)
 
 
@@ -211,7 +211,7 @@ def server_deployment(replicas: int, version: str) -> dict[str, Any]:
     }
 
 
-async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client: Client) -> None:
+async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client: KubeClient) -> None:
     await client.create("apps/v1", "deployments", "default", server_deployment(2, "v1"))
     await client.create(
         "v1", "services", "default",
@@ -228,7 +228,7 @@ async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client
 
     status = await eventually(deployment_status, timeout=30, what="2 ready replicas")
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Available"] == "MinimumReplicasAvailable"
-    pods = (await client.list("v1", "pods", "default", label_selector="app=echo"))["items"]
+    pods = (await client.listing("v1", "pods", "default", label_selector="app=echo"))["items"]
     assert {p["spec"]["nodeName"] for p in pods} == {scheduling.ASCEND_NODE}
     assert all(p["metadata"]["ownerReferences"][0]["kind"] == "Deployment" for p in pods)
     pids = [int(p["status"]["containerStatuses"][0]["containerID"].removeprefix("sandbox://")) for p in pods]
@@ -261,8 +261,8 @@ async def test_deployment_readiness_service_and_rollout(sandbox: Sandbox, client
     await eventually(lambda: _no_pods(client, "app=echo"), timeout=30, what="the pods to be garbage-collected")
 
 
-async def _all_on_version(client: Client, version: str) -> bool:
-    pods = (await client.list("v1", "pods", "default", label_selector="app=echo"))["items"]
+async def _all_on_version(client: KubeClient, version: str) -> bool:
+    pods = (await client.listing("v1", "pods", "default", label_selector="app=echo"))["items"]
     envs = [p["spec"]["containers"][0]["env"][0]["value"] for p in pods]
     return len(pods) == 2 and envs == [version, version]
 
@@ -271,11 +271,11 @@ async def _gone(pids: list[int]) -> bool:
     return not any(pid_alive(pid) for pid in pids)
 
 
-async def _no_pods(client: Client, selector: str) -> bool:
-    return not (await client.list("v1", "pods", "default", label_selector=selector))["items"]
+async def _no_pods(client: KubeClient, selector: str) -> bool:
+    return not (await client.listing("v1", "pods", "default", label_selector=selector))["items"]
 
 
-async def test_deleting_a_pod_kills_its_process_group(sandbox: Sandbox, client: Client) -> None:
+async def test_deleting_a_pod_kills_its_process_group(sandbox: Sandbox, client: KubeClient) -> None:
     code = "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\ntime.sleep(600)\n"
     await client.create("v1", "pods", "default", python_pod("sleeper", code))
 
@@ -303,7 +303,7 @@ def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
 
 
 async def test_secret_key_refs_reach_the_process_and_a_missing_secret_waits(
-    sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    sandbox: Sandbox, client: KubeClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(kubelet, "CONFIG_RETRY", 0.2)
     out = tmp_path / "env.json"
@@ -343,7 +343,7 @@ async def test_secret_key_refs_reach_the_process_and_a_missing_secret_waits(
         what="the missing key",
     )
     assert "AK-1234" not in waiting["message"]
-    events = [e for e in (await client.list("v1", "events", "default"))["items"] if e["involvedObject"]["name"] == "reader"]
+    events = [e for e in (await client.listing("v1", "events", "default"))["items"] if e["involvedObject"]["name"] == "reader"]
     assert any(e["reason"] == "Failed" and 'secret "store" not found' in e["message"] for e in events)
     assert not any("AK-1234" in e["message"] for e in events)
     # Once the Secret is complete the kubelet's retry starts the pod.
@@ -359,7 +359,7 @@ async def test_secret_key_refs_reach_the_process_and_a_missing_secret_waits(
     assert seen["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
     assert seen["AWS_SESSION_TOKEN"] is None  # optional, absent from the Secret: not set
     assert seen["ASCEND_MLOPS_SCRATCH"] != "/scratch" and str(sandbox.root) in seen["ASCEND_MLOPS_SCRATCH"]
-    log = await client.request("GET", "/api/v1/namespaces/default/pods/reader/log")
+    log = await client.read_pod_log("default", "reader")
     assert "SK-5678" not in str(log)
 
 
@@ -381,7 +381,7 @@ while True:
 
 
 async def test_secret_and_config_map_volumes_are_mounted_and_follow_changes(
-    sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sandbox: Sandbox, client: KubeClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(kubelet, "CONFIG_RETRY", 0.2)
     caplog.set_level(logging.DEBUG, logger="ascend_mlops.sandbox")
@@ -405,7 +405,7 @@ async def test_secret_and_config_map_volumes_are_mounted_and_follow_changes(
     waiting = await eventually(lambda: creating(client, "mounter"), timeout=30, what="ContainerCreating for the missing Secret")
     assert waiting["message"] == 'MountVolume.SetUp failed for volume "tokens" : secret "tokens" not found'
     assert (await pod_status(client, "mounter"))["phase"] == "Pending"
-    events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=mounter"))["items"]
+    events = (await client.listing("v1", "events", "default", field_selector="involvedObject.name=mounter"))["items"]
     assert any(e["reason"] == "FailedMount" and e["type"] == "Warning" and 'secret "tokens" not found' in e["message"] for e in events)
     assert not out.exists()  # nothing ran
 
@@ -455,7 +455,7 @@ async def _gone_dir(path: Path) -> bool:
     return not path.exists()
 
 
-async def test_a_claim_named_by_two_volumes_never_mounts_as_on_a_real_kubelet(sandbox: Sandbox, client: Client, tmp_path: Path) -> None:
+async def test_a_claim_named_by_two_volumes_never_mounts_as_on_a_real_kubelet(sandbox: Sandbox, client: KubeClient, tmp_path: Path) -> None:
     """A real kubelet mounts a claim once per pod (kubernetes/kubernetes#51853): the pod stays ContainerCreating."""
     out = tmp_path / "ran"
     pod = python_pod(
@@ -473,7 +473,7 @@ async def test_a_claim_named_by_two_volumes_never_mounts_as_on_a_real_kubelet(sa
 
     waiting = await eventually(lambda: creating(client, "twice"), timeout=30, what="ContainerCreating for the claim mounted twice")
     assert waiting["message"].startswith("Unable to attach or mount volumes: unmounted volumes=[output-storage]")
-    events = (await client.list("v1", "events", "default", field_selector="involvedObject.name=twice"))["items"]
+    events = (await client.listing("v1", "events", "default", field_selector="involvedObject.name=twice"))["items"]
     assert any(e["reason"] == "FailedMount" and e["type"] == "Warning" for e in events)
     assert (await pod_status(client, "twice"))["phase"] == "Pending"
     assert not out.exists()

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from ascend_mlops.api import constants
-from ascend_mlops.sandbox.client import Client
+from ascend_mlops.kube import KubeClient
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, sandbox_processes
 from tests.helpers import REPO_ROOT, eventually
 from tests.sandbox.test_traffic_split import Tally, classify
@@ -94,7 +94,7 @@ class Recorder:
 
 @dataclass
 class Service:
-    client: Client
+    client: KubeClient
     recorder: Recorder
     tally: Tally
 
@@ -113,12 +113,12 @@ class Service:
             return await eventually(check, timeout=PHASE_TIMEOUT, what=what)
         except AssertionError as e:
             pods = [(p["metadata"]["name"], p["metadata"].get("annotations", {}).get(constants.ANNOTATION_MODEL_DIGEST), p.get("status"))
-                    for p in (await self.client.list("v1", "pods", NS)).get("items", [])]
+                    for p in (await self.client.listing("v1", "pods", NS)).get("items", [])]
             raise AssertionError(f"{e}\nstatus: {await self.status()}\ndeployments: {await self.deployments()}\npods: {pods}\n"
                                  f"transitions: {self.recorder.transitions}") from None
 
     async def deployments(self) -> dict[str, tuple[str | None, int]]:
-        found = await self.client.list("apps/v1", "deployments", NS)
+        found = await self.client.listing("apps/v1", "deployments", NS)
         return {
             d["metadata"]["name"]: (d["spec"]["template"]["metadata"]["annotations"].get(constants.ANNOTATION_MODEL_DIGEST), d["spec"]["replicas"])
             for d in found.get("items", [])
@@ -156,7 +156,7 @@ async def keep_loading(url: str, tally: Tally, stop: asyncio.Event) -> None:
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     root = tmp_path / "sandbox"
     write_models(root)
-    async with Sandbox(SandboxConfig(root=root, crd_dirs=(REPO_ROOT / "crds",))) as sandbox, Client(sandbox.url) as client:
+    async with Sandbox(SandboxConfig(root=root, crd_dirs=(REPO_ROOT / "crds",))) as sandbox, KubeClient(sandbox.url) as client:
         recorder = Recorder()
 
         async def watch() -> None:

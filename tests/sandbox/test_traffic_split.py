@@ -26,9 +26,9 @@ import pytest
 import pytest_asyncio
 
 from ascend_mlops.api import constants, contract
+from ascend_mlops.kube import KubeClient
 from ascend_mlops.sandbox import gateway as sandbox_gateway
 from ascend_mlops.sandbox.apiserver import GATEWAY_CRD_DIR
-from ascend_mlops.sandbox.client import Client
 from ascend_mlops.sandbox.cluster import Sandbox, SandboxConfig, sandbox_processes
 from ascend_mlops.settings import Settings
 from tests.helpers import REPO_ROOT, eventually
@@ -100,7 +100,7 @@ def httproute(name: str, backends: list[tuple[str, int]]) -> dict[str, Any]:
 @dataclass
 class Split:
     sandbox: Sandbox
-    client: Client
+    client: KubeClient
     service_url: str
     route_url: str
 
@@ -161,8 +161,8 @@ async def completed(route: Tally, service: Tally, n: int, since: tuple[int, int]
     return completed_count(route) >= since[0] + n and completed_count(service) >= since[1] + n
 
 
-async def ready_pods(client: Client, component: str) -> list[dict[str, Any]]:
-    pods = (await client.list("v1", "pods", NS, label_selector=f"{constants.LABEL_COMPONENT}={component}")).get("items", [])
+async def ready_pods(client: KubeClient, component: str) -> list[dict[str, Any]]:
+    pods = (await client.listing("v1", "pods", NS, label_selector=f"{constants.LABEL_COMPONENT}={component}")).get("items", [])
     return [
         p for p in pods
         if any(c.get("type") == "Ready" and c.get("status") == "True" for c in p.get("status", {}).get("conditions") or [])
@@ -177,7 +177,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Split
     (canary / contract.LABELS_FILE).write_text("".join(f"{c}-v2\n" for c in tinymodel.CLASSES))
     root = tmp_path_factory.mktemp("sandbox")
     config = SandboxConfig(root=root, run_operator=False, crd_dirs=(REPO_ROOT / "crds", GATEWAY_CRD_DIR))
-    async with Sandbox(config) as sandbox, Client(sandbox.url) as client:
+    async with Sandbox(config) as sandbox, KubeClient(sandbox.url) as client:
         stable_svc, canary_svc = f"{NAME}-predictor-stable", f"{NAME}-predictor-canary"
         await client.create("apps/v1", "deployments", NS, deployment(f"{NAME}-predictor", constants.COMPONENT_PREDICTOR, STABLE_REPLICAS, stable))
         await client.create("apps/v1", "deployments", NS, deployment(f"{NAME}-predictor-canary", constants.COMPONENT_CANARY, CANARY_REPLICAS, canary))
@@ -206,7 +206,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Split
 
 
 async def test_pods_carry_their_port_map_and_serve_metrics_there(split: Split) -> None:
-    pods = (await split.client.list("v1", "pods", NS, label_selector=f"{constants.LABEL_INSTANCE}={NAME}")).get("items", [])
+    pods = (await split.client.listing("v1", "pods", NS, label_selector=f"{constants.LABEL_INSTANCE}={NAME}")).get("items", [])
     assert len(pods) == STABLE_REPLICAS + CANARY_REPLICAS
     async with aiohttp.ClientSession() as session:
         for pod in pods:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ascend_mlops.api import constants
+from ascend_mlops.kube import ApiError, KubeClient
 from ascend_mlops.sandbox import scheduling
-from ascend_mlops.sandbox.client import APIStatusError, Client
 from ascend_mlops.sandbox.cluster import (
     STATE_FILE,
     Sandbox,
@@ -279,7 +279,7 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
         if args.gateway:
             print(f"note: --gateway applies to a sandbox this command starts; start this one with `sandbox up --gateway {args.gateway}`", flush=True)
     boot = round(time.monotonic() - started, 1)
-    client = Client(api)
+    client = KubeClient(api)
     flow = ExampleRun(client, root, options, out=lambda line: print(line, flush=True))
     flow.started = started
     flow.report.stages["sandbox start"] = boot
@@ -288,7 +288,7 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
     try:
         try:
             finished, report = await _race_signal(flow.run())
-        except (FlowError, DatasetError, APIStatusError) as e:
+        except (FlowError, DatasetError, ApiError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             _hint_logs(root)
             return 1
@@ -355,8 +355,8 @@ async def _status(root: Path) -> int:
     api = str(state["api"])
     print(f"sandbox up in {root} (pid {state['pid']})")
     print(_usage(root, api))
-    async with Client(api) as client:
-        nodes = (await client.list("v1", "nodes")).get("items", [])
+    async with KubeClient(api) as client:
+        nodes = (await client.listing("v1", "nodes")).get("items", [])
         print("nodes:")
         for node in nodes:
             capacity = node.get("status", {}).get("capacity", {})
@@ -364,14 +364,14 @@ async def _status(root: Path) -> int:
             print(f"  {node['metadata']['name']}" + (f"  {scheduling.ASCEND_RESOURCE}={npus}" if npus else ""))
         print("resources:")
         for kind, plural in constants.PLURALS.items():
-            for obj in (await client.list(constants.API_VERSION, plural)).get("items", []):
+            for obj in (await client.listing(constants.API_VERSION, plural)).get("items", []):
                 status = obj.get("status") or {}
                 extra = status.get("url") or (status.get("address") or {}).get("url") or ""
                 print(f"  {kind}/{obj['metadata']['name']} ({obj['metadata'].get('namespace')}): {status.get('phase', '-')} {extra}")
         print("pods:")
-        for pod in (await client.list("v1", "pods")).get("items", []):
+        for pod in (await client.listing("v1", "pods")).get("items", []):
             print(f"  {pod['metadata'].get('namespace')}/{pod['metadata']['name']}: {pod.get('status', {}).get('phase')} on {pod.get('spec', {}).get('nodeName') or '-'}")
-        services: list[dict[str, Any]] = (await client.list("v1", "services")).get("items", [])
+        services: list[dict[str, Any]] = (await client.listing("v1", "services")).get("items", [])
         exposed = [(s, (s["metadata"].get("annotations") or {}).get(ANNOTATION_URL)) for s in services]
         if any(url for _, url in exposed):
             print("services:")
@@ -386,11 +386,11 @@ async def _status(root: Path) -> int:
     return 0
 
 
-async def _httproutes(client: Client) -> list[str]:
+async def _httproutes(client: KubeClient) -> list[str]:
     """`ns/name: URL  backend=weight, ...` for each HTTPRoute (none where the API serves no HTTPRoute)."""
     try:
-        items = (await client.list(constants.GATEWAY_API_VERSION, constants.HTTPROUTES)).get("items", [])
-    except APIStatusError as e:
+        items = (await client.listing(constants.GATEWAY_API_VERSION, constants.HTTPROUTES)).get("items", [])
+    except ApiError as e:
         if e.status == 404:
             return []
         raise

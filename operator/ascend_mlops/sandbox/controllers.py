@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ascend_mlops.sandbox.client import APIStatusError
+from ascend_mlops.kube import ApiError
 from ascend_mlops.sandbox.objects import match_labels_selector, now_rfc3339
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class DeploymentController:
                 continue
             try:
                 await self._sync_one(uid, deployment)
-            except APIStatusError as e:
+            except ApiError as e:
                 logger.debug("deployment %s: %s", deployment["metadata"]["name"], e)
 
     def _owned(self, uid: str) -> list[dict[str, Any]]:
@@ -246,7 +246,7 @@ class DeploymentController:
         # A merge patch cannot drop the omitted counts, so they are nulled explicitly.
         patch_status = {k: status.get(k) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas")}
         patch_status.update({k: v for k, v in status.items()})
-        with contextlib.suppress(APIStatusError):
+        with contextlib.suppress(ApiError):
             await self.kubelet.client.patch("apps/v1", "deployments", meta.get("namespace"), meta["name"], {"status": patch_status}, subresource="status")
             self._last_status[uid] = comparable
 

@@ -26,8 +26,8 @@ import aiohttp
 import yaml
 
 from ascend_mlops.api import constants, contract
+from ascend_mlops.kube import ApiError, KubeClient
 from ascend_mlops.sandbox import datasets, objectstorage
-from ascend_mlops.sandbox.client import APIStatusError, Client, path_for
 from ascend_mlops.sandbox.cluster import ENV_SANDBOX
 from ascend_mlops.sandbox.objects import merge_patch
 from ascend_mlops.sandbox.proxy import ANNOTATION_URL
@@ -191,7 +191,7 @@ class Report:
 
 
 class ExampleRun:
-    def __init__(self, client: Client, root: Path, options: RunOptions, out: Callable[[str], None] = print) -> None:
+    def __init__(self, client: KubeClient, root: Path, options: RunOptions, out: Callable[[str], None] = print) -> None:
         self.client = client
         self.root = root
         self.options = options
@@ -324,8 +324,8 @@ class ExampleRun:
             for bucket in dict.fromkeys(self.storage_config.buckets):
                 listing.update(await asyncio.to_thread(self.storage.objects, f"s3://{bucket}"))
             self.report.objects = listing
-        with contextlib.suppress(APIStatusError):
-            events = (await self.client.list("v1", "events", self.options.namespace)).get("items", [])
+        with contextlib.suppress(ApiError):
+            events = (await self.client.listing("v1", "events", self.options.namespace)).get("items", [])
             self.report.events = [
                 f"{e.get('type', '')} {e.get('involvedObject', {}).get('kind', '')}/{e.get('involvedObject', {}).get('name', '')} "
                 f"{e.get('reason', '')}: {e.get('message', '')}"
@@ -395,7 +395,7 @@ class ExampleRun:
                     await asyncio.sleep(0.2)
             try:
                 await self.client.create(api_version, plural, self.options.namespace, doc)
-            except APIStatusError as e:
+            except ApiError as e:
                 raise FlowError(f"applying {doc['kind']}/{name} failed: {e.message}") from None
         self.say("applied " + ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in manifests))
 
@@ -443,14 +443,14 @@ class ExampleRun:
         """Training epoch lines from the TrainingJob pods' logs, as they come."""
         selector = f"{constants.LABEL_OWNER_KIND}={constants.TRAINING_JOB}"
         try:
-            pods = (await self.client.list("v1", "pods", self.options.namespace, label_selector=selector)).get("items", [])
-        except APIStatusError:
+            pods = (await self.client.listing("v1", "pods", self.options.namespace, label_selector=selector)).get("items", [])
+        except ApiError:
             return
         for pod in pods:
             name = pod["metadata"]["name"]
             try:
-                text = await self.client.request("GET", path_for("v1", "pods", self.options.namespace, name, "log"))
-            except APIStatusError:
+                text = await self.client.read_pod_log(self.options.namespace, name)
+            except ApiError:
                 continue
             lines = str(text or "").replace("\r", "\n").splitlines()
             start = self._log_lines.get(name, 0)
@@ -505,7 +505,7 @@ class ExampleRun:
         name = isvc["metadata"]["name"]
         selector = f"{constants.LABEL_OWNER_KIND}={constants.INFERENCE_SERVICE},{constants.LABEL_OWNER_NAME}={name}"
         for _ in range(100):
-            services = (await self.client.list("v1", "services", self.options.namespace, label_selector=selector)).get("items", [])
+            services = (await self.client.listing("v1", "services", self.options.namespace, label_selector=selector)).get("items", [])
             for service in services:
                 url = (service["metadata"].get("annotations") or {}).get(ANNOTATION_URL)
                 if url:
@@ -519,10 +519,10 @@ class ExampleRun:
         selector = f"{constants.LABEL_OWNER_KIND}={constants.INFERENCE_SERVICE},{constants.LABEL_OWNER_NAME}={name}"
         for _ in range(50):  # the gateway writes the URL within a moment of the route's creation
             try:
-                routes = (await self.client.list(
+                routes = (await self.client.listing(
                     constants.GATEWAY_API_VERSION, constants.HTTPROUTES, self.options.namespace, label_selector=selector,
                 )).get("items", [])
-            except APIStatusError:
+            except ApiError:
                 return None
             if not routes:
                 return None

@@ -57,7 +57,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ascend_mlops.api import constants
-from ascend_mlops.sandbox.client import APIStatusError
+from ascend_mlops.kube import ApiError
 from ascend_mlops.sandbox.objects import now_rfc3339
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class Gateway:
                 async for kind, route in self.kubelet.client.watch(constants.GATEWAY_API_VERSION, constants.HTTPROUTES):
                     await self.on_event(kind, route)
                     self.kubelet.wake()
-            except APIStatusError as e:
+            except ApiError as e:
                 if e.status != 404:
                     logger.warning("sandbox gateway: watching HTTPRoutes failed: %s", e)
                 await asyncio.sleep(NOT_FOUND_RETRY)
@@ -270,7 +270,7 @@ class Gateway:
                 updated = await self.kubelet.client.patch(
                     constants.GATEWAY_API_VERSION, constants.HTTPROUTES, namespace, name, body, subresource=subresource
                 )
-            except (APIStatusError, aiohttp.ClientError) as e:
+            except (ApiError, aiohttp.ClientError) as e:
                 logger.debug("sandbox gateway: HTTPRoute %s/%s not updated: %s", namespace, name, e)
                 return
             if updated.get("metadata", {}).get("uid") == listener.uid and listener.uid in self.routes:

@@ -54,9 +54,9 @@ from typing import Any
 import aiohttp
 
 from ascend_mlops.api import constants
+from ascend_mlops.kube import ApiError, KubeClient
 from ascend_mlops.sandbox import podrun, scheduling
 from ascend_mlops.sandbox.apiserver import free_port
-from ascend_mlops.sandbox.client import APIStatusError, Client
 from ascend_mlops.sandbox.objects import now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _merge_conditions(old: Iterable[Mapping[str, Any]], new: list[dict[str, Any]
 class Events:
     """Posts core/v1 Events the way the scheduler and kubelet do (for `kubectl describe`)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: KubeClient) -> None:
         self.client = client
 
     async def post(self, obj: Mapping[str, Any], reason: str, message: str, *, kind: str = "Normal", component: str = "kubelet", host: str = "") -> None:
@@ -147,7 +147,7 @@ class Events:
         }
         try:
             await self.client.create("v1", "events", namespace, body)
-        except (APIStatusError, aiohttp.ClientError) as e:
+        except (ApiError, aiohttp.ClientError) as e:
             logger.debug("event %s for %s not posted: %s", reason, meta.get("name"), e)
 
 
@@ -297,7 +297,7 @@ class PodWorker:
             updated = await self.kubelet.client.patch(
                 "v1", "pods", self.namespace, self.name, {"metadata": {"annotations": {constants.ANNOTATION_SANDBOX_PORTS: value}}}
             )
-        except (APIStatusError, aiohttp.ClientError) as e:
+        except (ApiError, aiohttp.ClientError) as e:
             logger.debug("sandbox kubelet: ports of %s/%s not annotated: %s", self.namespace, self.name, e)
             return
         if updated:
@@ -594,7 +594,7 @@ class PodWorker:
                 return
             try:
                 updated = await self.kubelet.client.patch("v1", "pods", self.namespace, self.name, {"status": status}, subresource="status")
-            except APIStatusError as e:
+            except ApiError as e:
                 if e.status != 404:
                     logger.warning("sandbox kubelet: status of %s/%s not written: %s", self.namespace, self.name, e)
                 return
@@ -659,7 +659,7 @@ class Kubelet:
 
     def __init__(self, config: KubeletConfig) -> None:
         self.config = config
-        self.client = Client(config.api_url)
+        self.client = KubeClient(config.api_url)
         self.events = Events(self.client)
         self.pods: dict[str, dict[str, Any]] = {}  # uid -> pod
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -790,7 +790,7 @@ class Kubelet:
                 if ready is None:
                     continue
                 patched = {**ready, "lastHeartbeatTime": now}
-                with contextlib.suppress(APIStatusError, aiohttp.ClientError):
+                with contextlib.suppress(ApiError, aiohttp.ClientError):
                     await self.client.patch("v1", "nodes", None, name, {"status": {"conditions": [patched]}}, subresource="status")
 
     async def _loop(self) -> None:
@@ -831,7 +831,7 @@ class Kubelet:
                     continue
                 self.unschedulable[uid] = decision.message
                 condition = _condition("PodScheduled", False, "Unschedulable", decision.message)
-                with contextlib.suppress(APIStatusError):
+                with contextlib.suppress(ApiError):
                     await self.client.patch("v1", "pods", ns, name, {"status": {"phase": "Pending", "conditions": [condition]}}, subresource="status")
                 await self.events.post(pod, "FailedScheduling", decision.message, kind="Warning", component=SCHEDULER)
                 continue
@@ -840,7 +840,7 @@ class Kubelet:
                     "POST", f"/api/v1/namespaces/{ns}/pods/{name}/binding",
                     body={"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": decision.node}},
                 )
-            except APIStatusError as e:
+            except ApiError as e:
                 logger.debug("binding %s/%s failed: %s", ns, name, e)
                 continue
             self.unschedulable.pop(uid, None)
@@ -873,7 +873,7 @@ class Kubelet:
             await worker.stop()
             if uid in self.pods:
                 # A pod with finalizers waits for the kubelet to confirm its containers are gone.
-                with contextlib.suppress(APIStatusError, aiohttp.ClientError):
+                with contextlib.suppress(ApiError, aiohttp.ClientError):
                     await self.client.delete("v1", "pods", worker.namespace, worker.name)
         finally:
             if self.terminating.get(uid, (None,))[0] is worker:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ascend_mlops.api import constants
-from ascend_mlops.sandbox.client import APIStatusError
+from ascend_mlops.kube import ApiError
 
 if TYPE_CHECKING:
     from ascend_mlops.sandbox.kubelet import Kubelet
@@ -116,7 +116,7 @@ class ServiceProxy:
         current = meta.get("annotations") or {}
         if all(current.get(k) == v for k, v in annotations.items()):
             return
-        with contextlib.suppress(APIStatusError):
+        with contextlib.suppress(ApiError):
             await self.kubelet.client.patch("v1", "services", meta.get("namespace"), meta["name"], {"metadata": {"annotations": annotations}})
 
     def _targets(self, uid: str, service: Mapping[str, Any], port: Mapping[str, Any]) -> list[int]:
