@@ -42,7 +42,7 @@ from ascend_mlops.api.specs import (
     parse_training_job,
 )
 from ascend_mlops.builders import common, conversion, inference, training
-from ascend_mlops.builders.model import ResolvedModel
+from ascend_mlops.builders.model_pod import ResolvedModel
 from ascend_mlops.settings import Settings
 
 NAMESPACE = "images-check"

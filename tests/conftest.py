@@ -30,8 +30,8 @@ SLOW_TESTS = {
     "tests/workloads/trainer/test_fine_tuning.py": "two trainings each",
     "tests/workloads/trainer/test_train_cli.py::test_versions_kill_and_warm_start": "three trainings, one killed",
     # These two share module fixtures that build every Keras Applications network.
-    "tests/workloads/trainer/test_models.py::test_warm_start_from_published_keras_files": "every network built",
-    "tests/workloads/trainer/test_models.py::test_mismatched_weight_files_are_rejected_naming_file_and_mismatch": "every network built",
+    "tests/workloads/trainer/test_networks.py::test_warm_start_from_published_keras_files": "every network built",
+    "tests/workloads/trainer/test_networks.py::test_mismatched_weight_files_are_rejected_naming_file_and_mismatch": "every network built",
     "tests/sandbox/test_traffic_split.py": "four real model servers (TensorFlow) under load",
 }
 

@@ -25,7 +25,7 @@ from ascend_mlops.builders.common import ANNOTATION_OWNER_NAME
 from ascend_mlops.kube import KubeClient, close_quietly
 from ascend_mlops.reconcilers import batch, conversion, inference, training
 from ascend_mlops.reconcilers.cache import index_entries
-from ascend_mlops.reconcilers.runtime import Key, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key
 from ascend_mlops.settings import Settings, SettingsError
 
 MANAGED: dict[str, str] = {constants.LABEL_MANAGED_BY: constants.PRODUCT}
@@ -40,8 +40,8 @@ RECONCILERS = {
 KINDS_BY_PLURAL = {plural: kind for kind, plural in constants.PLURALS.items()}
 
 
-def _runtime(memo: Any) -> Runtime:
-    return cast(Runtime, memo.ascend_mlops_runtime)
+def _engine(memo: Any) -> Engine:
+    return cast(Engine, memo.ascend_mlops_engine)
 
 
 @kopf.on.startup()
@@ -62,9 +62,9 @@ async def startup(
     settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
     settings.watching.label_selectors["apps", "deployments"] = MANAGED_SELECTOR
     settings.watching.label_selectors["v1", "services"] = MANAGED_SELECTOR
-    runtime = Runtime(config, KubeClient(""))
-    runtime.reconcilers.update(RECONCILERS)
-    memo.ascend_mlops_runtime = runtime
+    engine = Engine(config, KubeClient(""))
+    engine.reconcilers.update(RECONCILERS)
+    memo.ascend_mlops_engine = engine
     if metrics.serve(config.metrics_port):
         logger.info("metrics on :%d/metrics", config.metrics_port)
     if config.simulator:
@@ -82,9 +82,9 @@ def login(memo: kopf.Memo, **kwargs: Any) -> Any:
     if kubeconfig:
         kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
     info = kopf.login_via_client(**kwargs)
-    runtime = getattr(memo, "ascend_mlops_runtime", None)
-    if info is not None and runtime is not None:
-        runtime.client.configure(info)
+    engine = getattr(memo, "ascend_mlops_engine", None)
+    if info is not None and engine is not None:
+        engine.client.configure(info)
     return info
 
 
@@ -92,10 +92,10 @@ def login(memo: kopf.Memo, **kwargs: Any) -> Any:
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     # Bound the rest of the shutdown (Kopf alone waits for tasks retrying an absent API).
     shutdown.arm()
-    runtime = getattr(memo, "ascend_mlops_runtime", None)
-    if runtime is not None:
-        await runtime.close()
-        await close_quietly(runtime.client)
+    engine = getattr(memo, "ascend_mlops_engine", None)
+    if engine is not None:
+        await engine.close()
+        await close_quietly(engine.client)
 
 
 # --- what the watches have seen (reconcilers/cache.py) ----------------------------------
@@ -148,11 +148,11 @@ async def batchprediction_index(namespace: str | None, name: str | None, body: k
 
 
 def _attach(memo: Any, handler_kwargs: Mapping[str, Any]) -> None:
-    """Hand Kopf's indices to the runtime: every handler gets them, the first call is enough."""
-    runtime = _runtime(memo)
-    if runtime.cache.covers("v1", "pods"):
+    """Hand Kopf's indices to the engine: every handler gets them, the first call is enough."""
+    engine = _engine(memo)
+    if engine.cache.covers("v1", "pods"):
         return
-    runtime.cache.attach({
+    engine.cache.attach({
         ("v1", "pods"): handler_kwargs["pod_index"],
         ("apps/v1", "deployments"): handler_kwargs["deployment_index"],
         ("v1", "services"): handler_kwargs["service_index"],
@@ -166,14 +166,14 @@ async def _object_event(
     _attach(memo, handler_kwargs)
     if not namespace or not name:
         return
-    runtime = _runtime(memo)
+    engine = _engine(memo)
     key = Key(kind, namespace, name)
     if event_type == "DELETED":
-        runtime.forget(key)
-    elif not runtime.cache.is_echo(constants.API_VERSION, key.plural, handler_kwargs.get("body") or {}):
-        await runtime.reconcile(key)
+        engine.forget(key)
+    elif not engine.cache.is_echo(constants.API_VERSION, key.plural, handler_kwargs.get("body") or {}):
+        await engine.reconcile(key)
     # Whatever changed here may unblock or break what references it.
-    runtime.poke_dependents(key)
+    engine.poke_dependents(key)
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURALS[constants.TRAINING_JOB])
@@ -217,10 +217,10 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 async def child_event(memo: kopf.Memo, body: kopf.Body, resource: kopf.Resource, **kwargs: Any) -> None:
     _attach(memo, kwargs)
-    runtime = _runtime(memo)
+    engine = _engine(memo)
     api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
-    if runtime.cache.is_echo(api_version, resource.plural, body):
+    if engine.cache.is_echo(api_version, resource.plural, body):
         return  # the object as our own create or replace left it
     key = owner_key(body)
     if key is not None and key.namespace and key.name:
-        await runtime.reconcile(key)
+        await engine.reconcile(key)

@@ -45,7 +45,7 @@ import yaml
 import ascend_mlops.main  # noqa: F401  (registers the handlers)
 from ascend_mlops.api import constants
 from ascend_mlops.kube import ApiError, KubeClient
-from ascend_mlops.reconcilers.runtime import Key, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key
 from ascend_mlops.sandbox.apiserver import GATEWAY_CRD_DIR, APIServer
 from ascend_mlops.sandbox.apiserver import kubeconfig_text as sandbox_kubeconfig
 from ascend_mlops.settings import ENV_NAMESPACES, Settings
@@ -398,17 +398,17 @@ async def cluster(backend: Backend) -> AsyncIterator[Cluster]:
 
 @pytest.fixture
 def reconciliations(monkeypatch: pytest.MonkeyPatch) -> Reconciliations:
-    """Records every reconciliation of the operator (Runtime.reconcile, wrapped): a test that asserts
+    """Records every reconciliation of the operator (Engine.reconcile, wrapped): a test that asserts
     that nothing changed awaits one that started after the change, instead of sleeping."""
     record = Reconciliations([])
-    original = Runtime.reconcile
+    original = Engine.reconcile
 
-    async def reconcile(self: Runtime, key: Key) -> None:
+    async def reconcile(self: Engine, key: Key) -> None:
         started = time.monotonic()
         await original(self, key)
         record.finished.append((key.kind, started))  # from the operator's thread: list.append is atomic
 
-    monkeypatch.setattr(Runtime, "reconcile", reconcile)
+    monkeypatch.setattr(Engine, "reconcile", reconcile)
     return record
 
 

@@ -10,7 +10,7 @@ from ascend_mlops.api import catalog, constants, contract
 from ascend_mlops.api.progress import BatchProgress
 from ascend_mlops.api.specs import SpecError, parse_batch_prediction, parse_storage_uri
 from ascend_mlops.builders import batch, common
-from ascend_mlops.builders.model import ResolvedModel
+from ascend_mlops.builders.model_pod import ResolvedModel
 from ascend_mlops.reconcilers.batch import progress_from_summary, sum_progress
 from ascend_mlops.settings import Settings
 from tests.unit.test_builders import assert_hardened

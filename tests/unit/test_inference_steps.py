@@ -15,7 +15,7 @@ from ascend_mlops.api import constants
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
 from ascend_mlops.api.specs import InferenceServiceSpec, parse_inference_service, parse_storage_uri
 from ascend_mlops.builders.common import Owner
-from ascend_mlops.builders.model import ResolvedModel
+from ascend_mlops.builders.model_pod import ResolvedModel
 from ascend_mlops.reconcilers import inference, rollout
 from ascend_mlops.reconcilers.canary import (
     DRAIN_SECONDS,
@@ -26,11 +26,11 @@ from ascend_mlops.reconcilers.canary import (
     Canary,
     Revision,
 )
-from ascend_mlops.reconcilers.models import Waiting
+from ascend_mlops.reconcilers.engine import Engine, Key, Snapshot
 from ascend_mlops.reconcilers.readiness import Verdict
 from ascend_mlops.reconcilers.rollout import Models, Stable
-from ascend_mlops.reconcilers.runtime import Key, Runtime, Snapshot
 from ascend_mlops.reconcilers.serving import Scaling
+from ascend_mlops.reconcilers.sources import Waiting
 from ascend_mlops.settings import Settings
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -74,8 +74,8 @@ def condition(conditions: st.Conditions, type_: str) -> tuple[str, str, str] | N
     return None if found is None else (found["status"], found["reason"], found["message"])
 
 
-class FakeRuntime:
-    """What the steps may ask of a Runtime without reaching an API: references, and reads it is told of."""
+class FakeEngine:
+    """What the steps may ask of an Engine without reaching an API: references, and reads it is told of."""
 
     def __init__(self, settings: Settings | None = None, reads: dict[str, Any] | None = None) -> None:
         self.settings = settings or Settings()
@@ -95,8 +95,8 @@ class FakeRuntime:
         return self.reads[f"{plural}/{name}"]
 
 
-def runtime(fake: FakeRuntime) -> Runtime:
-    return cast(Runtime, fake)
+def runtime(fake: FakeEngine) -> Engine:
+    return cast(Engine, fake)
 
 
 # --- Halt: every early stop's status ------------------------------------------------------
@@ -141,7 +141,7 @@ def test_a_spec_these_settings_cannot_serve_halts_invalid_and_stalled(raw: dict[
 
 # --- the models and their Secrets -----------------------------------------------------------
 async def test_resolve_models_without_canary_clears_its_references() -> None:
-    fake, s = FakeRuntime(), snap()
+    fake, s = FakeEngine(), snap()
     found = await inference.resolve_models(runtime(fake), KEY, spec(), s)
     assert (str(found.model.uri), found.record, found.state) == (STABLE_URI, {"uri": STABLE_URI, "runtime": "acl"}, None)
     assert fake.calls == [("set_references", "", ()), ("set_references", "canary", ())]
@@ -149,13 +149,13 @@ async def test_resolve_models_without_canary_clears_its_references() -> None:
 
 
 async def test_resolve_models_starts_a_new_canary_at_progressing() -> None:
-    found = await inference.resolve_models(runtime(FakeRuntime()), KEY, canary_spec(), snap())
+    found = await inference.resolve_models(runtime(FakeEngine()), KEY, canary_spec(), snap())
     assert found.canary_model is not None and str(found.canary_model.uri) == CANARY_URI
     assert found.state is not None and found.state.record == {"model": CANARY_URI, "state": PROGRESSING, "step": 0, "startedAt": st.timestamp(NOW)}
 
 
 async def test_resolve_models_halts_while_the_conversion_is_missing() -> None:
-    class Missing(FakeRuntime):
+    class Missing(FakeEngine):
         async def get(self, key: Key) -> None:
             return None
 
@@ -172,24 +172,24 @@ def test_models_locations_cover_both_revisions() -> None:
 
 
 async def test_check_secrets_halts_for_a_missing_token_secret() -> None:
-    fake = FakeRuntime(reads={"secrets/tokens": None})
+    fake = FakeEngine(reads={"secrets/tokens": None})
     with pytest.raises(inference.Halt) as caught:
         await inference.check_secrets(runtime(fake), "default", spec(auth={"secretName": "tokens"}), Models(model(), {}))
     halt = caught.value
     assert (halt.phase, halt.reason, halt.stalled, halt.requeue_after) == (Phase.NOT_READY, Reason.AUTH_SECRET_MISSING, False, 30.0)
     assert halt.before == ((ConditionType.PREDICTOR_READY, halt.message),)
-    await inference.check_secrets(runtime(FakeRuntime()), "default", spec(), Models(model(), {}))  # pvc://, no auth: no call
+    await inference.check_secrets(runtime(FakeEngine()), "default", spec(), Models(model(), {}))  # pvc://, no auth: no call
 
 
 # --- the canary -----------------------------------------------------------------------------
 async def test_a_service_that_never_had_a_canary_reads_no_canary_deployment() -> None:
-    fake = FakeRuntime()
+    fake = FakeEngine()
     assert await inference.observe_canary(runtime(fake), snap(), spec(), Models(model(), {})) == (None, Revision())
     assert fake.calls == []
 
 
 async def test_a_rolled_back_canary_is_read_not_observed() -> None:
-    fake = FakeRuntime(reads={"deployments/flowers-predictor-canary": {"spec": {"replicas": 0}}})
+    fake = FakeEngine(reads={"deployments/flowers-predictor-canary": {"spec": {"replicas": 0}}})
     found = Models(model(), {}, state=canary_state(ROLLED_BACK))
     dep, rev = await inference.observe_canary(runtime(fake), snap(), canary_spec(), found)
     assert dep == {"spec": {"replicas": 0}} and rev == Revision()

@@ -14,7 +14,7 @@ from ascend_mlops.api.constants import ConditionType, Phase, Reason
 from ascend_mlops.api.specs import StorageOptions, parse_storage_uri
 from ascend_mlops.kube import ApiError
 from ascend_mlops.reconcilers import credentials, jobs, lifecycle, references, serving
-from ascend_mlops.reconcilers.runtime import Key, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key
 from ascend_mlops.settings import Settings
 
 NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
@@ -122,14 +122,14 @@ async def test_a_reference_not_succeeded_is_waited_for_with_the_field_and_fix(
 ) -> None:
     rt = Refs(obj)
     with pytest.raises(references.Waiting) as caught:
-        await references.require_succeeded(cast(Runtime, rt), ME, REF, FIELD, "canary")
+        await references.require_succeeded(cast(Engine, rt), ME, REF, FIELD, "canary")
     assert (caught.value.reason, caught.value.failed, caught.value.message) == (reason, failed, message)
     assert rt.references == [(ME, [REF], "canary")]  # a change of the reference wakes the referrer
 
 
 async def test_a_succeeded_reference_is_returned() -> None:
     succeeded = job("True")
-    assert await references.require_succeeded(cast(Runtime, Refs(succeeded)), ME, REF, FIELD) is succeeded
+    assert await references.require_succeeded(cast(Engine, Refs(succeeded)), ME, REF, FIELD) is succeeded
     unusable = references.unusable(FIELD, REF, "has no usable frozen graph")
     assert (unusable.reason, unusable.failed) == (Reason.REFERENCE_FAILED, True)
     assert unusable.message == "spec.source.trainingJobRef.name: TrainingJob 'tj' succeeded but has no usable frozen graph"
@@ -150,8 +150,8 @@ class ForbiddenClient:
         raise ApiError(self.status, "Forbidden", "secrets is forbidden")
 
 
-def rt_with(client: ForbiddenClient) -> Runtime:
-    return cast(Runtime, SimpleNamespace(settings=Settings(storage_secret="s3-credentials"), client=client))
+def rt_with(client: ForbiddenClient) -> Engine:
+    return cast(Engine, SimpleNamespace(settings=Settings(storage_secret="s3-credentials"), client=client))
 
 
 async def test_a_forbidden_storage_secret_blocks_the_pods_and_says_how_to_grant_it() -> None:

@@ -30,7 +30,7 @@ from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import ConditionType
 from ascend_mlops.kube import Conflict, matches_labels
 from ascend_mlops.reconcilers import batch, conversion, inference, training
-from ascend_mlops.reconcilers.runtime import Key, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key
 from ascend_mlops.settings import Settings
 from tests.helpers import REPO_ROOT
 
@@ -252,7 +252,7 @@ class Flow:
     def __init__(self) -> None:
         self.api = MemoryApi()
         moment = datetime.datetime(2026, 5, 20, 10, 0, tzinfo=datetime.UTC)
-        self.runtime = Runtime(Settings(), self.api, clock=lambda: moment)  # type: ignore[arg-type]
+        self.runtime = Engine(Settings(), self.api, clock=lambda: moment)  # type: ignore[arg-type]
         self.snapshots: list[Snapshot] = []
 
     async def reconcile(self, *keys: Key) -> None:

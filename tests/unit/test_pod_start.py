@@ -14,7 +14,7 @@ from ascend_mlops.api.constants import ConditionType, Reason
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers import podstart, readiness
 from ascend_mlops.reconcilers.canary import Revision
-from ascend_mlops.reconcilers.runtime import Runtime
+from ascend_mlops.reconcilers.engine import Engine
 from ascend_mlops.settings import Settings
 
 T0 = datetime.datetime(2026, 12, 7, 13, 0, 0, tzinfo=datetime.UTC)
@@ -160,8 +160,8 @@ class Client:
         return [e for e in self.found if e["involvedObject"]["name"] == (fields or {}).get("involvedObject.name")]
 
 
-def runtime(client: Client, timeout: int = 300) -> Runtime:
-    return cast(Runtime, SimpleNamespace(settings=Settings(pod_start_timeout=timeout), client=client))
+def runtime(client: Client, timeout: int = 300) -> Engine:
+    return cast(Engine, SimpleNamespace(settings=Settings(pod_start_timeout=timeout), client=client))
 
 
 async def test_before_the_deadline_nothing_is_read_and_the_requeue_is_at_the_deadline() -> None:

@@ -24,7 +24,7 @@ from ascend_mlops.api.specs import (
     parse_training_job,
 )
 from ascend_mlops.builders import batch, common, conversion, inference, training
-from ascend_mlops.builders.model import ResolvedModel
+from ascend_mlops.builders.model_pod import ResolvedModel
 from ascend_mlops.settings import Settings
 from ascend_mlops.storage import claims_mounted_twice
 

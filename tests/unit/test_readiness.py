@@ -9,8 +9,8 @@ import pytest
 
 from ascend_mlops.api.constants import Reason
 from ascend_mlops.api.specs import parse_storage_uri
-from ascend_mlops.builders.model import ResolvedModel
-from ascend_mlops.reconcilers import models, readiness
+from ascend_mlops.builders.model_pod import ResolvedModel
+from ascend_mlops.reconcilers import readiness, sources
 from ascend_mlops.reconcilers.canary import Revision
 
 URI = "pvc://data/models/V002/frozen_graph"
@@ -114,5 +114,5 @@ def test_only_an_acl_model_is_said_to_run_on_the_simulator(
 ) -> None:
     model = ResolvedModel(parse_storage_uri(URI, "spec.model.uri"), None, runtime)
     record: dict[str, object] = {"uri": URI, "runtime": runtime, **({"simulated": True} if conversion_simulated else {})}
-    assert models.on_simulator(model, record, simulator) is expected
+    assert sources.on_simulator(model, record, simulator) is expected
     assert ("simulated" in record) is expected

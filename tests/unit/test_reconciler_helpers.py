@@ -212,7 +212,7 @@ async def test_a_failed_reconcile_logs_a_namespace_deletion_at_info_and_an_rbac_
     import logging
 
     from ascend_mlops.kube import ApiError
-    from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
+    from ascend_mlops.reconcilers.engine import Engine, Key, Result
     from ascend_mlops.settings import Settings
 
     refusals = {
@@ -220,10 +220,10 @@ async def test_a_failed_reconcile_logs_a_namespace_deletion_at_info_and_an_rbac_
         "rbac": 'services "s" is forbidden: User "system:serviceaccount:x:y" cannot create resource "services"',
     }
 
-    async def refused(_rt: Runtime, key: Key) -> Result:
+    async def refused(_rt: Engine, key: Key) -> Result:
         raise ApiError(403, "Forbidden", refusals[key.name], "POST", "/api/v1/namespaces/a/services")
 
-    rt = Runtime(Settings.from_env({}), client=None)  # type: ignore[arg-type]  # the reconciler never calls it
+    rt = Engine(Settings.from_env({}), client=None)  # type: ignore[arg-type]  # the reconciler never calls it
     rt.reconcilers[constants.INFERENCE_SERVICE] = refused
     caplog.set_level(logging.INFO, logger="ascend_mlops")
     for name in refusals:

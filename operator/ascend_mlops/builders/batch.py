@@ -11,7 +11,7 @@ from typing import Any, Final
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.specs import DEFAULT_SERVER_RESOURCES, BatchPredictionSpec
 from ascend_mlops.builders import accelerator, common
-from ascend_mlops.builders.model import ResolvedModel, model_pod
+from ascend_mlops.builders.model_pod import ResolvedModel, model_pod
 from ascend_mlops.settings import Settings
 from ascend_mlops.storage import Role, mount
 

@@ -23,9 +23,9 @@ from ascend_mlops.api.specs import (
     parse_storage_uri,
 )
 from ascend_mlops.builders import batch as builder
-from ascend_mlops.builders.model import ResolvedModel
-from ascend_mlops.reconcilers import jobs, lifecycle, models
-from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
+from ascend_mlops.builders.model_pod import ResolvedModel
+from ascend_mlops.reconcilers import jobs, lifecycle, sources
+from ascend_mlops.reconcilers.engine import Engine, Key, Result
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def progress_from_summary(summary: Mapping[str, Any]) -> progress.BatchProgress 
     return progress.BatchProgress(total, total, ok, bad, float(rate) if isinstance(rate, int | float) else 0.0)
 
 
-async def read_shard_progress(rt: Runtime, namespace: str, pod: str) -> progress.BatchProgress | None:
+async def read_shard_progress(rt: Engine, namespace: str, pod: str) -> progress.BatchProgress | None:
     """The last progress line in a running shard's log tail; raises when the log cannot be read."""
     text = await rt.client.read_pod_log(namespace, pod, container=builder.CONTAINER, tail_lines=LOG_TAIL_LINES)
     lines = [p for line in text.splitlines() if (p := progress.parse_batch(line)) is not None]
@@ -71,7 +71,7 @@ async def read_shard_progress(rt: Runtime, namespace: str, pod: str) -> progress
 
 
 async def collect_progress(
-    rt: Runtime, namespace: str, outcome: jobs.JobOutcome, finished_only: bool = False
+    rt: Engine, namespace: str, outcome: jobs.JobOutcome, finished_only: bool = False
 ) -> dict[str, Any] | None:
     """status.progress over all shards, or None (keep the old one) when nothing could be read.
 
@@ -120,10 +120,10 @@ class BatchPrediction(lifecycle.JobKind[BatchPredictionSpec]):
         rt, owner = self.rt, self.owner
         resolved = _recorded_model(status, spec)
         if resolved is None:
-            ref = models.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime)
-            resolved = await models.resolve_model(rt, self.key, ref)
+            ref = sources.ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime)
+            resolved = await sources.resolve_model(rt, self.key, ref)
         model, record = resolved
-        models.on_simulator(model, record, rt.settings.simulator)
+        sources.on_simulator(model, record, rt.settings.simulator)
         conditions.set(ConditionType.SOURCE_READY, st.TRUE, Reason.MODEL_RESOLVED, f"classifying with {model.uri}")
         status["model"] = record
         return self.pods(
@@ -162,5 +162,5 @@ class BatchPrediction(lifecycle.JobKind[BatchPredictionSpec]):
         return spec.ttl_seconds_after_finished if spec is not None else None
 
 
-async def reconcile(rt: Runtime, key: Key) -> Result:
+async def reconcile(rt: Engine, key: Key) -> Result:
     return await lifecycle.reconcile(rt, key, BatchPrediction)

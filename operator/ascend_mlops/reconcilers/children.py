@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from ascend_mlops.builders.common import ANNOTATION_SPEC_HASH, Owner
-from ascend_mlops.reconcilers.runtime import ChildConflict, Runtime, owned_by
+from ascend_mlops.reconcilers.engine import ChildConflict, Engine, owned_by
 
 
 async def update_if_drifted(
-    rt: Runtime, owner: Owner, api_version: str, plural: str, existing: dict[str, Any], desired: dict[str, Any],
+    rt: Engine, owner: Owner, api_version: str, plural: str, existing: dict[str, Any], desired: dict[str, Any],
     *, force: bool = False,
 ) -> dict[str, Any]:
     meta = existing.get("metadata") or {}
@@ -43,7 +43,7 @@ async def update_if_drifted(
     return await rt.replace_child(owner, api_version, plural, str(meta["name"]), body)
 
 
-async def delete_if_present(rt: Runtime, owner: Owner, api_version: str, plural: str, name: str) -> None:
+async def delete_if_present(rt: Engine, owner: Owner, api_version: str, plural: str, name: str) -> None:
     """Delete the child `name` if it exists and is ours (a namesake someone else owns is left alone)."""
     existing = await rt.read(api_version, plural, owner.namespace, name)
     if existing is not None and owned_by(existing, owner):
@@ -51,7 +51,7 @@ async def delete_if_present(rt: Runtime, owner: Owner, api_version: str, plural:
 
 
 async def ensure_child(
-    rt: Runtime, owner: Owner, api_version: str, plural: str, desired: dict[str, Any],
+    rt: Engine, owner: Owner, api_version: str, plural: str, desired: dict[str, Any],
     *, replicas_within: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Create the child, or replace it when it drifted from `desired`; the object as it now is.

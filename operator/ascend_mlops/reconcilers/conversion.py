@@ -17,7 +17,7 @@ from ascend_mlops.api.specs import (
 )
 from ascend_mlops.builders import conversion as builder
 from ascend_mlops.reconcilers import jobs, lifecycle, references
-from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key, Result
 
 KIND: Final = constants.MODEL_CONVERSION
 TRAINING_JOB_REF: Final = references.RefField(
@@ -29,7 +29,7 @@ TRAINING_JOB_REF: Final = references.RefField(
 
 
 async def resolve_source(
-    rt: Runtime, key: Key, spec: ModelConversionSpec, status: dict[str, Any]
+    rt: Engine, key: Key, spec: ModelConversionSpec, status: dict[str, Any]
 ) -> tuple[StorageURI, StorageURI, dict[str, str]]:
     """(frozen graph, output, status.source) or raise Waiting."""
     recorded = (status.get("source") or {}).get("uri")
@@ -120,5 +120,5 @@ def _record_summary(summary: dict[str, Any], status: dict[str, Any]) -> dict[str
     return summary
 
 
-async def reconcile(rt: Runtime, key: Key) -> Result:
+async def reconcile(rt: Engine, key: Key) -> Result:
     return await lifecycle.reconcile(rt, key, ModelConversion)

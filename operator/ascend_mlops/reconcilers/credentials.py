@@ -19,7 +19,7 @@ from ascend_mlops.api import contract
 from ascend_mlops.api.constants import Reason
 from ascend_mlops.api.specs import StorageOptions, StorageURI
 from ascend_mlops.kube import ApiError
-from ascend_mlops.reconcilers.runtime import Runtime
+from ascend_mlops.reconcilers.engine import Engine
 from ascend_mlops.settings import ENV_STORAGE_SECRET
 from ascend_mlops.storage import secret_name
 
@@ -42,7 +42,7 @@ class SecretForbidden(Exception):
     """The operator's RBAC does not let it get the Secret."""
 
 
-async def fetch_secret(rt: Runtime, namespace: str, name: str, metadata_only: bool = False) -> dict[str, Any] | None:
+async def fetch_secret(rt: Engine, namespace: str, name: str, metadata_only: bool = False) -> dict[str, Any] | None:
     """The one Secret a resource names (None if missing); GET only, no list or watch: least privilege."""
     try:
         if metadata_only:
@@ -61,7 +61,7 @@ def _create_hint(name: str, namespace: str) -> str:
 
 
 async def check_storage_secret(
-    rt: Runtime, namespace: str, uris: Iterable[StorageURI | None], options: StorageOptions
+    rt: Engine, namespace: str, uris: Iterable[StorageURI | None], options: StorageOptions
 ) -> Blocked | None:
     """None when the pods may be created: no object storage, no Secret to wire, or the Secret is complete."""
     remote = [uri for uri in uris if uri is not None and uri.is_object_storage]

@@ -15,7 +15,7 @@ from ascend_mlops import events, metrics
 from ascend_mlops import status as st
 from ascend_mlops.api import constants
 from ascend_mlops.builders.common import Owner
-from ascend_mlops.kube import ApiError, Conflict, KubeClient, namespace_terminating
+from ascend_mlops.kube import ApiError, Conflict, KubeClient, matches_labels, namespace_terminating
 from ascend_mlops.reconcilers.cache import Cache
 from ascend_mlops.settings import Settings
 
@@ -48,7 +48,7 @@ class Result:
     requeue_after: float | None = None
 
 
-Reconciler = Callable[["Runtime", Key], Awaitable[Result]]
+Reconciler = Callable[["Engine", Key], Awaitable[Result]]
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Snapshot:
     conditions: st.Conditions
 
 
-async def snapshot(rt: Runtime, key: Key) -> Snapshot | None:
+async def snapshot(rt: Engine, key: Key) -> Snapshot | None:
     """Read the object; None when it is gone (forgotten) or being deleted (its children go with it)."""
     body = await rt.get(key)
     if body is None:
@@ -86,7 +86,7 @@ async def snapshot(rt: Runtime, key: Key) -> Snapshot | None:
     )
 
 
-class Runtime:
+class Engine:
     """One per operator run (kept in Kopf's memo)."""
 
     def __init__(
@@ -259,7 +259,7 @@ class Runtime:
         owner_kind, owner_name = labels.get(constants.LABEL_OWNER_KIND), labels.get(constants.LABEL_OWNER_NAME)
         if self.cache.covers(api_version, plural) and owner_kind and owner_name:
             candidates = self.cache.owned(api_version, plural, owner.namespace, owner_kind, owner_name)
-            items = [item for item in candidates if _has_labels(item, labels)]
+            items = [item for item in candidates if matches_labels(item, labels)]
         else:
             items = await self.client.list(api_version, plural, owner.namespace, labels)
         return [item for item in items if not direct or owned_by(item, owner)]
@@ -325,11 +325,6 @@ class Runtime:
 
 class ChildConflict(Exception):
     """A child's deterministic name is taken by an object the owner does not control."""
-
-
-def _has_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    have = (obj.get("metadata") or {}).get("labels") or {}
-    return all(have.get(k) == v for k, v in labels.items())
 
 
 def owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:

@@ -23,14 +23,14 @@ from ascend_mlops.api.specs import InferenceServiceSpec, SpecError, parse_infere
 from ascend_mlops.builders import inference as builder
 from ascend_mlops.builders.common import Owner, selector_labels
 from ascend_mlops.kube import ApiError
-from ascend_mlops.reconcilers import credentials, models, podstart, readiness, rollout, serving
+from ascend_mlops.reconcilers import credentials, podstart, readiness, rollout, serving, sources
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers.canary import ACTIVE, Canary, Revision, analyse, check_health
 from ascend_mlops.reconcilers.children import delete_if_present, ensure_child, update_if_drifted
+from ascend_mlops.reconcilers.engine import ChildConflict, Engine, Key, Result, Snapshot, snapshot
 from ascend_mlops.reconcilers.jobs import describe_exit, earliest, failure_details
-from ascend_mlops.reconcilers.models import ModelRef, Waiting
 from ascend_mlops.reconcilers.rollout import Models, Stable
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, Snapshot, snapshot
+from ascend_mlops.reconcilers.sources import ModelRef, Waiting
 from ascend_mlops.settings import ENV_GATEWAY, Settings
 
 KIND: Final = constants.INFERENCE_SERVICE
@@ -41,7 +41,7 @@ PREDICTOR: Final = ConditionType.PREDICTOR_READY
 CANARY: Final = constants.REVISION_CANARY
 
 
-async def reconcile(rt: Runtime, key: Key) -> Result:
+async def reconcile(rt: Engine, key: Key) -> Result:
     """One reconciliation: the steps of serve(), or the status of the step that halted them."""
     snap = await snapshot(rt, key)
     if snap is None:
@@ -54,7 +54,7 @@ async def reconcile(rt: Runtime, key: Key) -> Result:
         return Result(requeue_after=halt.requeue_after)
 
 
-async def serve(rt: Runtime, key: Key, snap: Snapshot) -> Result:
+async def serve(rt: Engine, key: Key, snap: Snapshot) -> Result:
     """Spec, models, their Secrets, the canary, the stable revision, the other children, the status."""
     spec = valid_spec(snap, rt.settings)
     found = await resolve_models(rt, key, spec, snap)
@@ -113,10 +113,10 @@ def valid_spec(snap: Snapshot, settings: Settings) -> InferenceServiceSpec:
     return spec
 
 
-async def resolve_models(rt: Runtime, key: Key, spec: InferenceServiceSpec, snap: Snapshot) -> Models:
+async def resolve_models(rt: Engine, key: Key, spec: InferenceServiceSpec, snap: Snapshot) -> Models:
     """spec.model's model (else Halt: a Deployment keeps serving the old one), spec.canary's, the canary's state."""
     try:
-        model, record = await models.resolve_model(rt, key, ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime))
+        model, record = await sources.resolve_model(rt, key, ModelRef(spec.conversion_ref, spec.model, spec.labels, spec.runtime))
     except Waiting as w:
         before = ((ConditionType.SOURCE_READY, w.message), (PREDICTOR, "no model to serve yet"))
         raise Halt(Phase.FAILED if w.failed else Phase.WAITING, w.reason, w.message, w.failed, before) from None
@@ -127,7 +127,7 @@ async def resolve_models(rt: Runtime, key: Key, spec: InferenceServiceSpec, snap
         found.state = rollout.gitops_state(snap.old_status, str(model.uri))
         return found
     try:
-        found.canary_model, found.canary_record = await models.resolve_model(rt, key, ModelRef(c.conversion_ref, c.model, c.labels, spec.runtime), slot="canary")
+        found.canary_model, found.canary_record = await sources.resolve_model(rt, key, ModelRef(c.conversion_ref, c.model, c.labels, spec.runtime), slot="canary")
     except Waiting as waiting:
         found.waiting = waiting
     else:
@@ -135,7 +135,7 @@ async def resolve_models(rt: Runtime, key: Key, spec: InferenceServiceSpec, snap
     return found
 
 
-async def check_secrets(rt: Runtime, namespace: str, spec: InferenceServiceSpec, found: Models) -> None:
+async def check_secrets(rt: Engine, namespace: str, spec: InferenceServiceSpec, found: Models) -> None:
     """Halt while the pods could not start for want of a Secret: no Deployment changes; a running one serves."""
     blocked = await credentials.check_storage_secret(rt, namespace, found.locations(), spec.storage)
     if blocked is None:
@@ -144,7 +144,7 @@ async def check_secrets(rt: Runtime, namespace: str, spec: InferenceServiceSpec,
         raise Halt(Phase.NOT_READY, blocked.reason, blocked.message, False, ((PREDICTOR, blocked.message),), blocked.requeue_after)
 
 
-async def observe_canary(rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec, found: Models) -> tuple[dict[str, Any] | None, Revision]:
+async def observe_canary(rt: Engine, snap: Snapshot, spec: InferenceServiceSpec, found: Models) -> tuple[dict[str, Any] | None, Revision]:
     """The canary Deployment (unread if there never was one); while active, its pods' state (check_health)."""
     owner, state, old = snap.owner, found.state, snap.old_status
     deployment = None
@@ -159,7 +159,7 @@ async def observe_canary(rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec
     return deployment, revision
 
 
-async def roll_stable(rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec, stable: Stable) -> None:
+async def roll_stable(rt: Engine, snap: Snapshot, spec: InferenceServiceSpec, stable: Stable) -> None:
     """The stable Deployment as the spec says (its count the autoscaler's, with one); what it and its pods say."""
     scaling, old = spec.autoscaling, snap.old_status
     desired = builder.build_deployment(spec, snap.owner, rt.settings, stable.model)
@@ -177,7 +177,7 @@ async def roll_stable(rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec, s
 
 
 async def ensure_children(
-    rt: Runtime, snap: Snapshot, spec: InferenceServiceSpec, found: Models, canary_dep: dict[str, Any] | None, percent: int | None
+    rt: Engine, snap: Snapshot, spec: InferenceServiceSpec, found: Models, canary_dep: dict[str, Any] | None, percent: int | None
 ) -> tuple[serving.Scaling | None, bool]:
     """The other children, the canary's before traffic moves to it and retired after (True: nothing left)."""
     owner, state, model = snap.owner, found.state, found.canary_model
@@ -201,7 +201,7 @@ async def ensure_children(
     return scaling, action != rollout.DRAINING
 
 
-async def ensure_routing(rt: Runtime, owner: Owner, revisions: tuple[str, ...], weights: int | None, host: str | None) -> None:
+async def ensure_routing(rt: Engine, owner: Owner, revisions: tuple[str, ...], weights: int | None, host: str | None) -> None:
     """The client Service selects `revisions`; with a Gateway, the HTTPRoute carries exact weights
     (and spec.exposure's host, when it exposes the service through the Gateway)."""
     await ensure_service(rt, owner, builder.build_service(owner, revisions))
@@ -262,12 +262,12 @@ def events_to_post(verdict: readiness.Verdict, old_status: dict[str, Any], state
 
 
 async def ensure_deployment(
-    rt: Runtime, owner: Owner, desired: dict[str, Any], replicas_within: tuple[int, int] | None = None
+    rt: Engine, owner: Owner, desired: dict[str, Any], replicas_within: tuple[int, int] | None = None
 ) -> dict[str, Any]:
     return await ensure_child(rt, owner, "apps/v1", "deployments", desired, replicas_within=replicas_within)
 
 
-async def ensure_service(rt: Runtime, owner: Owner, desired: dict[str, Any]) -> None:
+async def ensure_service(rt: Engine, owner: Owner, desired: dict[str, Any]) -> None:
     name = desired["metadata"]["name"]
     existing = await rt.read("v1", "services", owner.namespace, name)
     if existing is None:
@@ -305,7 +305,7 @@ class GatewayMissing(ChildConflict):
 
 
 async def observe(
-    rt: Runtime, owner: Owner, deployment: dict[str, Any] | None, component: str, model: str, replicas: int,
+    rt: Engine, owner: Owner, deployment: dict[str, Any] | None, component: str, model: str, replicas: int,
     min_ready: int | None = None, kept: int | None = None, now: datetime.datetime | None = None,
 ) -> Revision:
     """Readiness of one revision: its Deployment's counts and its current pods' problems.

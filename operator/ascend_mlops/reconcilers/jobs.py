@@ -31,7 +31,7 @@ from ascend_mlops.builders.common import Owner, selector_labels
 from ascend_mlops.reconcilers import pods as P
 from ascend_mlops.reconcilers import podstart
 from ascend_mlops.reconcilers.credentials import Blocked
-from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key, Result
 
 STATE_PENDING: Final = "Pending"
 STATE_RUNNING: Final = "Running"
@@ -106,7 +106,7 @@ def failure_details(state: P.PodState) -> tuple[int | None, str, dict[str, Any]]
 
 
 async def expire_after_ttl(
-    rt: Runtime, key: Key, status: dict[str, Any], ttl: int | None, now: datetime.datetime
+    rt: Engine, key: Key, status: dict[str, Any], ttl: int | None, now: datetime.datetime
 ) -> Result:
     """ttlSecondsAfterFinished: delete the finished resource (its children go with it) once the TTL passed."""
     completed = st.parse_timestamp(status.get("completionTime"))
@@ -119,7 +119,7 @@ async def expire_after_ttl(
     return Result()
 
 
-async def cleanup(rt: Runtime, owner: Owner, plan_component: str, policy: str, services: list[str]) -> None:
+async def cleanup(rt: Engine, owner: Owner, plan_component: str, policy: str, services: list[str]) -> None:
     """Apply the clean-pod policy to a finished job (idempotent)."""
     if policy == "None":
         return
@@ -145,7 +145,7 @@ class _Attempt:
 
 
 async def drive(
-    rt: Runtime,
+    rt: Engine,
     owner: Owner,
     plan: JobPlan,
     status: dict[str, Any],
@@ -182,7 +182,7 @@ async def drive(
     return await _starting_or_running(rt, owner, plan, status, conditions, at, created, summaries, deadline_left, now)
 
 
-async def _find_attempt(rt: Runtime, owner: Owner, plan: JobPlan, status: dict[str, Any]) -> _Attempt:
+async def _find_attempt(rt: Engine, owner: Owner, plan: JobPlan, status: dict[str, Any]) -> _Attempt:
     """The attempt in progress, recovered from the pods; whatever runs of older ones is stopped."""
     labels = selector_labels(owner, plan.component)
     states = [P.pod_state(p, plan.container) for p in await rt.list_children(owner, "v1", "pods", labels)]
@@ -195,7 +195,7 @@ async def _find_attempt(rt: Runtime, owner: Owner, plan: JobPlan, status: dict[s
     return _Attempt(attempt, recorded, current)
 
 
-async def _past_deadline(rt: Runtime, owner: Owner, plan: JobPlan, status: dict[str, Any], at: _Attempt) -> JobOutcome:
+async def _past_deadline(rt: Engine, owner: Owner, plan: JobPlan, status: dict[str, Any], at: _Attempt) -> JobOutcome:
     await _stop(rt, owner, at)
     _count_workers(status, at.current.values())
     return JobOutcome(
@@ -213,14 +213,14 @@ def _succeeded(plan: JobPlan, current: dict[int, P.PodState], summaries: dict[in
     return chief is not None and chief.phase == P.SUCCEEDED
 
 
-async def _stop(rt: Runtime, owner: Owner, at: _Attempt) -> None:
+async def _stop(rt: Engine, owner: Owner, at: _Attempt) -> None:
     for s in at.current.values():
         if s.active:
             await rt.delete_child(owner, "v1", "pods", s.name)
 
 
 async def _end_failed_attempt(
-    rt: Runtime, owner: Owner, plan: JobPlan, status: dict[str, Any], conditions: st.Conditions, at: _Attempt
+    rt: Engine, owner: Owner, plan: JobPlan, status: dict[str, Any], conditions: st.Conditions, at: _Attempt
 ) -> JobOutcome | None:
     """A failed pod ends the attempt: the job's failure, or (None) the next attempt to start."""
     failed = sorted((s for s in at.current.values() if s.phase == P.FAILED), key=lambda s: s.index)
@@ -258,7 +258,7 @@ async def _end_failed_attempt(
 
 
 async def _create_pods(
-    rt: Runtime,
+    rt: Engine,
     owner: Owner,
     plan: JobPlan,
     conditions: st.Conditions,
@@ -294,7 +294,7 @@ async def _create_pods(
 
 
 async def _starting_or_running(
-    rt: Runtime,
+    rt: Engine,
     owner: Owner,
     plan: JobPlan,
     status: dict[str, Any],

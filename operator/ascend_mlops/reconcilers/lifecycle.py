@@ -24,8 +24,8 @@ from ascend_mlops import status as st
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
 from ascend_mlops.api.specs import SpecError, StorageOptions, StorageURI
 from ascend_mlops.reconcilers import credentials, jobs
+from ascend_mlops.reconcilers.engine import ChildConflict, Engine, Key, Result, Snapshot, snapshot
 from ascend_mlops.reconcilers.references import Waiting
-from ascend_mlops.reconcilers.runtime import ChildConflict, Key, Result, Runtime, Snapshot, snapshot
 
 S = TypeVar("S")
 
@@ -54,7 +54,7 @@ class JobKind(abc.ABC, Generic[S]):
     container: ClassVar[str]
     event_conditions: ClassVar[tuple[str, ...]] = JOB_EVENT_CONDITIONS
 
-    def __init__(self, rt: Runtime, key: Key, snap: Snapshot) -> None:
+    def __init__(self, rt: Engine, key: Key, snap: Snapshot) -> None:
         self.rt = rt
         self.key = key
         self.snap = snap
@@ -119,7 +119,7 @@ def is_finished(status: Mapping[str, Any] | None) -> bool:
     return bool((status or {}).get("completionTime"))
 
 
-async def reconcile(rt: Runtime, key: Key, kind: type[JobKind[S]]) -> Result:
+async def reconcile(rt: Engine, key: Key, kind: type[JobKind[S]]) -> Result:
     snap = await snapshot(rt, key)
     if snap is None:
         return Result()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ascend_mlops.reconcilers import pods as P
-from ascend_mlops.reconcilers.runtime import Runtime
+from ascend_mlops.reconcilers.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class StartCheck:
     requeue_after: float | None = None  # when to look again (None: no pod waits to start)
 
 
-async def check(rt: Runtime, namespace: str, states: Iterable[P.PodState], now: datetime.datetime) -> StartCheck:
+async def check(rt: Engine, namespace: str, states: Iterable[P.PodState], now: datetime.datetime) -> StartCheck:
     """The pods of `states` (one resource's) that have not started within the timeout, in one message."""
     slow, next_deadline = P.slow_starts(states, now, rt.settings.pod_start_timeout)
     requeue = None if next_deadline is None else next_deadline + DEADLINE_SLACK
@@ -59,7 +59,7 @@ async def check(rt: Runtime, namespace: str, states: Iterable[P.PodState], now: 
     )
 
 
-async def pod_warnings(rt: Runtime, namespace: str, pod: str) -> list[dict[str, Any]]:
+async def pod_warnings(rt: Engine, namespace: str, pod: str) -> list[dict[str, Any]]:
     """The Warning Events about one pod (RBAC: list events). None found, or not allowed to look: []."""
     try:
         return await rt.client.list(

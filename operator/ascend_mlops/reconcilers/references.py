@@ -10,7 +10,7 @@ from typing import Any
 
 from ascend_mlops import status as st
 from ascend_mlops.api.constants import ConditionType, Phase, Reason
-from ascend_mlops.reconcilers.runtime import Key, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key
 
 
 class Waiting(Exception):
@@ -60,7 +60,7 @@ class RefField:
     failed_hint: str
 
 
-async def require_succeeded(rt: Runtime, key: Key, ref: Key, field: RefField, slot: str = "") -> dict[str, Any]:
+async def require_succeeded(rt: Engine, key: Key, ref: Key, field: RefField, slot: str = "") -> dict[str, Any]:
     """The object `field` refers to, once it succeeded; else raise Waiting naming the field and the fix.
 
     `key` is re-evaluated whenever `ref` changes (its references are set first)."""

@@ -13,10 +13,10 @@ from ascend_mlops import status as st
 from ascend_mlops.api import constants, specs
 from ascend_mlops.api.constants import ConditionType, Reason
 from ascend_mlops.api.specs import FieldError, InferenceServiceSpec, StorageURI, parse_storage_uri
-from ascend_mlops.builders.model import ResolvedModel
-from ascend_mlops.reconcilers import canary, models
+from ascend_mlops.builders.model_pod import ResolvedModel
+from ascend_mlops.reconcilers import canary, sources
 from ascend_mlops.reconcilers.canary import ACTIVE, PROMOTED, PROMOTING, Canary, Revision
-from ascend_mlops.reconcilers.models import Waiting
+from ascend_mlops.reconcilers.sources import Waiting
 
 CANARY_CONDITIONS: Final = (ConditionType.CANARY_READY, ConditionType.CANARY_PROMOTED, ConditionType.CANARY_ROLLED_BACK)
 # What retirement() leaves to do for a canary that gets no traffic.
@@ -98,7 +98,7 @@ def stable_model(spec: InferenceServiceSpec, found: Models, old_status: Mapping[
     if held is None:
         status.pop("promoted", None)
     status["model"] = record
-    return Stable(model, record, simulated=models.on_simulator(model, record, simulator))
+    return Stable(model, record, simulated=sources.on_simulator(model, record, simulator))
 
 
 def analysis_due(state: Canary | None, spec: InferenceServiceSpec, rev: Revision) -> specs.CanaryAnalysis | None:

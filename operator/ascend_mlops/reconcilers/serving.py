@@ -30,7 +30,7 @@ from ascend_mlops.kube import ApiError
 from ascend_mlops.reconcilers import credentials
 from ascend_mlops.reconcilers.children import delete_if_present, ensure_child
 from ascend_mlops.reconcilers.credentials import RETRY_SECONDS, Blocked
-from ascend_mlops.reconcilers.runtime import Runtime
+from ascend_mlops.reconcilers.engine import Engine
 from ascend_mlops.settings import ENV_DOMAIN, ENV_GATEWAY, ENV_PROMETHEUS_ADDRESS, Settings
 
 # We do not watch autoscalers: while one has not reported that it can scale, look again this often.
@@ -84,7 +84,7 @@ def external_url(spec: InferenceServiceSpec, owner: Owner, settings: Settings) -
 
 
 async def ensure_ingress(
-    rt: Runtime, owner: Owner, spec: InferenceServiceSpec, old_status: Mapping[str, Any]
+    rt: Engine, owner: Owner, spec: InferenceServiceSpec, old_status: Mapping[str, Any]
 ) -> None:
     """The Ingress while spec.exposure is an Ingress; deleted once it is not (it existed if status.url did)."""
     name = builder.ingress_name(owner.name)
@@ -98,7 +98,7 @@ async def ensure_ingress(
 
 
 # --- auth -----------------------------------------------------------------------------------
-async def check_auth_secret(rt: Runtime, namespace: str, spec: InferenceServiceSpec) -> Blocked | None:
+async def check_auth_secret(rt: Engine, namespace: str, spec: InferenceServiceSpec) -> Blocked | None:
     """None when the server pods can mount spec.auth's Secret (or there is no spec.auth).
 
     Only the Secret's metadata is fetched (it exists, or not): its tokens never
@@ -142,7 +142,7 @@ def describe_metric(autoscaling: Autoscaling) -> str:
     return f"{autoscaling.target:g} in-flight requests per pod ({contract.METRIC_INFLIGHT})"
 
 
-async def accelerator_capacity(rt: Runtime, resource: str) -> int | None:
+async def accelerator_capacity(rt: Engine, resource: str) -> int | None:
     """The devices of `resource` all nodes together can allocate (a node's total, whoever uses them);
     None when the operator may not list nodes (RBAC made by hand): then there is no capacity check."""
 
@@ -162,7 +162,7 @@ async def accelerator_capacity(rt: Runtime, resource: str) -> int | None:
     return await rt.fact(f"allocatable {resource}", load)
 
 
-async def use_keda(rt: Runtime, autoscaling: Autoscaling) -> tuple[bool, str]:
+async def use_keda(rt: Engine, autoscaling: Autoscaling) -> tuple[bool, str]:
     """(ScaledObject rather than HPA, a note for the condition message)."""
     if autoscaling.metric != METRIC_CONCURRENCY:
         return False, ""  # CPU needs no Prometheus: a plain HPA on the resource metrics API
@@ -209,7 +209,7 @@ def autoscaler_state(kind: str, name: str, autoscaling: Autoscaling, live: Mappi
 
 
 async def ensure_autoscaler(
-    rt: Runtime, owner: Owner, spec: InferenceServiceSpec, old_status: Mapping[str, Any]
+    rt: Engine, owner: Owner, spec: InferenceServiceSpec, old_status: Mapping[str, Any]
 ) -> Scaling | None:
     """The HPA or ScaledObject while spec.autoscaling is set; the other kind (or both, without it) deleted."""
     previous = old_status.get("autoscaler") if isinstance(old_status.get("autoscaler"), Mapping) else None
@@ -248,7 +248,7 @@ async def ensure_autoscaler(
     return Scaling(status, reason, message, {"kind": kind, "name": name}, requeue)
 
 
-async def _delete_autoscaler(rt: Runtime, owner: Owner, record: Mapping[str, Any]) -> None:
+async def _delete_autoscaler(rt: Engine, owner: Owner, record: Mapping[str, Any]) -> None:
     name = str(record.get("name") or builder.autoscaler_name(owner.name))
     if record.get("kind") == constants.KIND_SCALEDOBJECT:
         await delete_if_present(rt, owner, constants.KEDA_API_VERSION, constants.SCALEDOBJECTS, name)

@@ -10,12 +10,12 @@ from typing import Any, Final
 from ascend_mlops.api import constants, contract
 from ascend_mlops.api.constants import Reason
 from ascend_mlops.api.specs import FieldError, StorageURI, parse_storage_uri
-from ascend_mlops.builders.model import ResolvedModel
+from ascend_mlops.builders.model_pod import ResolvedModel
 from ascend_mlops.reconcilers import references
+from ascend_mlops.reconcilers.engine import Engine, Key
 from ascend_mlops.reconcilers.references import (
     Waiting as Waiting,  # re-exported for the kinds that resolve models
 )
-from ascend_mlops.reconcilers.runtime import Key, Runtime
 
 CONVERSION_REF: Final = references.RefField(
     "spec.model.conversionRef.name", Reason.WAITING_FOR_CONVERSION, "create it or fix the name", "fix it or serve another model"
@@ -33,7 +33,7 @@ class ModelRef:
 
 
 async def resolve_model(
-    rt: Runtime, key: Key, ref: ModelRef, slot: str = ""
+    rt: Engine, key: Key, ref: ModelRef, slot: str = ""
 ) -> tuple[ResolvedModel, dict[str, Any]]:
     """The model the pods load and its status.model record, or raise Waiting.
 

@@ -10,7 +10,7 @@ from ascend_mlops.api import constants, contract, progress
 from ascend_mlops.api.specs import StorageURI, TrainingJobSpec, parse_training_job
 from ascend_mlops.builders import training as builder
 from ascend_mlops.reconcilers import jobs, lifecycle
-from ascend_mlops.reconcilers.runtime import Key, Result, Runtime
+from ascend_mlops.reconcilers.engine import Engine, Key, Result
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +109,11 @@ class TrainingJob(lifecycle.JobKind[TrainingJobSpec]):
         return spec.ttl_seconds_after_finished if spec is not None else None
 
 
-async def reconcile(rt: Runtime, key: Key) -> Result:
+async def reconcile(rt: Engine, key: Key) -> Result:
     return await lifecycle.reconcile(rt, key, TrainingJob)
 
 
-async def read_progress(rt: Runtime, namespace: str, pod: str, old: Any) -> dict[str, Any] | None:
+async def read_progress(rt: Engine, namespace: str, pod: str, old: Any) -> dict[str, Any] | None:
     """status.progress from the last progress line in the chief pod's log tail.
 
     None (keep the old progress) when the log cannot be read or has no progress

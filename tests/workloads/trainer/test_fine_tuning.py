@@ -20,7 +20,7 @@ from .conftest import summary, train_args, write_keras_applications_h5
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from ascend_mlops.workloads.trainer import models, pipeline, train  # noqa: E402
+from ascend_mlops.workloads.trainer import networks, pipeline, train  # noqa: E402
 
 
 def test_two_phases_with_the_backbone_frozen_first(tmp_path: Path, tiny_dataset: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -39,7 +39,7 @@ def test_two_phases_with_the_backbone_frozen_first(tmp_path: Path, tiny_dataset:
     split = dataset.split(dataset.scan(tiny_dataset, size), 0.8, 0)
     caplog.set_level(logging.INFO, logger="ascend_mlops")
     trainer = train.Trainer(config, len(TINY_CLASSES), tf.distribute.get_strategy())
-    backbone = models.backbone_of(trainer.model)
+    backbone = networks.backbone_of(trainer.model)
     pretrained = [np.array(w) for w in backbone.get_weights()]
     assert "warm start: loaded 135 of 135 backbone weight tensors" in caplog.text
 
@@ -77,7 +77,7 @@ def test_fine_tuning_from_the_command_line(tmp_path: Path, tiny_dataset: Path) -
     size = TINY_IMAGE_SIZE
     keras.utils.set_random_seed(3)
     network = keras.applications.MobileNet(include_top=True, weights=None, input_shape=(size, size, 3))
-    weights = write_keras_applications_h5(network, tmp_path / models.ALGORITHMS["mobilenet_v1"].notop_file,
+    weights = write_keras_applications_h5(network, tmp_path / networks.ALGORITHMS["mobilenet_v1"].notop_file,
                                           last_layer="conv_pw_13_relu")
     log = tmp_path / "log"
     result = run_cli(train_args(tiny_dataset, tmp_path / "out", log, "mobilenet_v1", "epochs=3", "freeze_epochs=2",

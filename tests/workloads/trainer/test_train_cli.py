@@ -142,9 +142,9 @@ def test_versions_kill_and_warm_start(tmp_path: Path, tiny_dataset: Path) -> Non
     assert any(p.name.endswith(versions.STAGE_SUFFIX) for p in output.iterdir())  # abandoned, not a version
 
     # A backbone weights file (what Keras Applications ships, here with known random values).
-    from ascend_mlops.workloads.trainer import models
+    from ascend_mlops.workloads.trainer import networks
 
-    backbone = models.backbone_model("mobilenet_v1", TINY_IMAGE_SIZE)
+    backbone = networks.backbone_model("mobilenet_v1", TINY_IMAGE_SIZE)
     weights = tmp_path / "mobilenet_notop.weights.h5"
     backbone.save_weights(weights)
     conv1 = backbone.get_layer("conv1").get_weights()[0]

@@ -19,7 +19,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from ascend_mlops.api import contract
 
-from . import models
+from . import networks
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ExportModule(tf.Module):  # type: ignore[misc]
 def export_model(
     algorithm: str, num_classes: int, image_size: int, weights: Sequence[np.ndarray], eval_crop: float = 1.0
 ) -> keras.Model:
-    model = models.build(algorithm, num_classes, image_size, eval_crop=eval_crop)
+    model = networks.build(algorithm, num_classes, image_size, eval_crop=eval_crop)
     model.set_weights(list(weights))
     return model
 
@@ -101,7 +101,7 @@ def model_config(
     eval_crop: float = 1.0,
 ) -> dict[str, Any]:
     """`model/config.json` in the ModelArts model-package shape, plus the graph interface."""
-    spec = models.ALGORITHMS[algorithm]
+    spec = networks.ALGORITHMS[algorithm]
     return {
         "model_algorithm": "image_classification",
         "model_type": "TensorFlow",

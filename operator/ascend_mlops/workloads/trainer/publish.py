@@ -10,7 +10,7 @@ import numpy as np
 
 from ascend_mlops.api import contract
 
-from . import dataset, evaluation, export, models, pipeline, versions
+from . import dataset, evaluation, export, networks, pipeline, versions
 from .dataset import DatasetIndex, Split
 from .params import Hyperparameters, TrainConfig
 from .train import TrainResult
@@ -87,7 +87,7 @@ def _recalibrated(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validation (labels, logits) with recomputed batch-norm statistics, or with the moving ones if better."""
     calibration = pipeline.calibration_batches(split.train, hp.image_size, hp.batch_size, RECALIBRATION_IMAGES)
-    batches = models.recalibrate_batch_norm(model, calibration)
+    batches = networks.recalibrate_batch_norm(model, calibration)
     labels, logits = _validate(module, val_ds)
     recalibrated_loss = evaluation.softmax_cross_entropy(labels, logits)
     # Recomputed statistics cure short runs, whose moving averages still hold

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import evaluation, models, pipeline, schedule
+from . import evaluation, networks, pipeline, schedule
 from .dataset import Split
 from .distribute import Cluster
 from .errors import STOP
@@ -69,11 +69,11 @@ class Trainer:
         self.num_classes = num_classes
         self.fine_tuning = config.weights is not None
         with strategy.scope():
-            self.model = models.build(
+            self.model = networks.build(
                 config.algorithm, num_classes, self.hp.image_size, seed=config.seed, eval_crop=self.hp.eval_crop
             )
             if config.weights is not None:
-                models.warm_start(self.model, config.weights)
+                networks.warm_start(self.model, config.weights)
             self.optimizer = keras.optimizers.SGD(
                 learning_rate=self.hp.learning_rate,
                 momentum=self.hp.momentum,
@@ -118,7 +118,7 @@ class Trainer:
         return train_step
 
     def enter_phase(self, phase: schedule.Phase) -> None:
-        models.set_backbone_trainable(self.model, phase.trains_backbone)
+        networks.set_backbone_trainable(self.model, phase.trains_backbone)
         self._train_step = self._make_train_step()
         log.info("%s", phase.describe())
 
