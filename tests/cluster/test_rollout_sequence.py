@@ -1,6 +1,6 @@
 """Ready never lies through a rollout (issue 21), on the real node: the sandbox test's sequence, same assertions.
 
-tests/sandbox/test_rollout_sequence.py, ported: one InferenceService (runtime
+tests/sandbox/test_rollout_sequence.py's run_sequence on the real node: one InferenceService (runtime
 tensorflow, 4 stable replicas, tiny 8x8 graphs on a hostPath claim) goes through
 a canary at 20 percent with analysis -> its steps -> automatic promotion -> a
 next canary whose model cannot load -> rollback -> a good canary promoted the
@@ -42,9 +42,7 @@ from tests.sandbox.test_rollout_sequence import (
     condition,
     keep_loading,
     model,
-    settled,
-    traffic,
-    uri,
+    run_sequence,
     write_models,
 )
 from tests.sandbox.test_traffic_split import Tally, eventually
@@ -180,63 +178,4 @@ async def service(cluster: rc.Cluster) -> AsyncIterator[Service]:
 
 
 async def test_ready_stays_true_through_canary_promotion_rollback_gitops_and_scaling(service: Service) -> None:
-    svc, began = service, service.recorder.started
-    phases: list[str] = []
-
-    def done(phase: str) -> None:
-        phases.append(f"{phase} at {time.monotonic() - began:.0f}s ({svc.tally.total} requests)")
-
-    # 1. Canary V002 at 20 percent, analysis steps, automatic promotion: V002 stable, held in status.promoted.
-    s = await svc.until(lambda s: (s.get("canary") or {}).get("state") == "Promoted" and len(traffic(s)) == 1 and settled(s),
-                        "the automatic promotion, the canary gone")
-    verdicts = [(d["decision"], d["percent"]) for d in s["canary"]["decisions"] if d["decision"] != "Wait"]
-    assert verdicts == [("Advance", 20), ("Promote", 50)], s["canary"]["decisions"]
-    assert s["promoted"]["uri"] == uri("V002") and traffic(s) == [("stable", uri("V002"), 100)]
-    assert "simulated" not in s["model"]
-    done("automatic promotion")
-
-    # 2. A next canary whose model cannot load: rolled back, scaled to 0; the stable revision keeps V002.
-    await svc.patch({"canary": {**model("V003"), "trafficPercent": 20, "analysis": None}})
-    s = await svc.until(lambda s: (condition(s, "CanaryRolledBack") or ("",))[0] == "True" and settled(s), "the rollback")
-    assert condition(s, "CanaryRolledBack") in (("True", "ModelLoadFailed"), ("True", "CrashLoopBackOff"))
-    assert traffic(s) == [("stable", uri("V002"), 100), ("canary", uri("V003"), 0)]
-    await svc.until_deployments({f"{NAME}-predictor": (uri("V002"), 4), f"{NAME}-predictor-canary": (uri("V003"), 0)},
-                                "the broken canary scaled to 0")
-    done("rollback")
-
-    # 3. A good canary (V004), then GitOps: spec.model := V004, no spec.canary. One Deployment serving V004.
-    await svc.patch({"canary": {**model("V004"), "trafficPercent": 20}})
-    await svc.until(lambda s: condition(s, "CanaryReady") == ("True", "MinimumReplicasAvailable"), "canary V004 ready")
-    await svc.patch({"model": model("V004"), "canary": None})
-    s = await svc.until(lambda s: "canary" not in s and "promoted" not in s and traffic(s) == [("stable", uri("V004"), 100)] and settled(s),
-                        "the GitOps promotion")
-    assert await svc.deployments() == {f"{NAME}-predictor": (uri("V004"), 4)}
-    done("GitOps promotion")
-
-    # 4. A canary (V005) beside it while the stable revision scales 4 -> 2 -> 4; then the canary removed.
-    await svc.patch({"canary": {**model("V005"), "trafficPercent": 20}})
-    await svc.until(lambda s: condition(s, "CanaryReady") == ("True", "MinimumReplicasAvailable"), "canary V005 ready")
-    for replicas in (2, 4):
-        await svc.patch({"replicas": replicas})
-        s = await svc.until(lambda s, n=replicas: s.get("replicas") == n and s.get("readyReplicas") == n and settled(s),  # type: ignore[misc]
-                            f"{replicas} ready")
-        done(f"scaled to {replicas}")
-    await svc.patch({"canary": None})
-    s = await svc.until(lambda s: "canary" not in s and traffic(s) == [("stable", uri("V004"), 100)] and settled(s), "the canary removed")
-    assert await svc.deployments() == {f"{NAME}-predictor": (uri("V004"), 4)}
-    assert condition(s, "CanaryReady") is None and condition(s, "CanaryRolledBack") is None
-    done("canary removed")
-    await asyncio.sleep(1.0)  # a little more load after the last change
-
-    tally, recorder = svc.tally, svc.recorder
-    answers = {label.split("-")[-1] if "-" in label else "v1" for label in tally.answers}
-    print(f"\nrollout sequence on the real node: {recorder.count('Ready')} Ready transitions (the first: False at creation), "
-          f"{len(recorder.transitions)} condition transitions, {tally.total} requests, {len(tally.failures)} failed; "
-          f"answers by model {dict(tally.answers)}")
-    for phase in phases:
-        print(f"  {phase}")
-    for entry in recorder.transitions:
-        print(f"  {entry}")
-    assert recorder.ready_once and recorder.lies == [], recorder.lies
-    assert tally.failures == [], tally.failures[:5]
-    assert tally.total > 100 and {"v1", "v2", "v4", "v5"} <= answers
+    await run_sequence(service, "on the real node")

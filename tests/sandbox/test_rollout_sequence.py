@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -117,6 +117,12 @@ class Service:
             raise AssertionError(f"{e}\nstatus: {await self.status()}\ndeployments: {await self.deployments()}\npods: {pods}\n"
                                  f"transitions: {self.recorder.transitions}") from None
 
+    async def until_deployments(self, want: dict[str, tuple[str, int]], what: str) -> None:
+        async def check() -> bool:
+            return await self.deployments() == want
+
+        await eventually(check, timeout=PHASE_TIMEOUT, what=what)
+
     async def deployments(self) -> dict[str, tuple[str | None, int]]:
         found = await self.client.listing("apps/v1", "deployments", NS)
         return {
@@ -192,8 +198,21 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     assert sandbox_processes(root) == [], "processes outlived the sandbox"
 
 
-async def test_ready_stays_true_through_canary_promotion_rollback_gitops_and_scaling(service: Service) -> None:
-    svc, began = service, service.recorder.started  # times from the creation, as the transitions'
+class Sequenced(Protocol):
+    """What the sequence needs of the service under test: the sandbox's (below) or the real node's (tests/cluster)."""
+
+    recorder: Recorder
+    tally: Tally
+
+    async def patch(self, spec: dict[str, Any]) -> None: ...
+    async def until(self, probe: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]: ...
+    async def until_deployments(self, want: dict[str, tuple[str, int]], what: str) -> None: ...
+    async def deployments(self) -> dict[str, tuple[str | None, int]]: ...
+
+
+async def run_sequence(svc: Sequenced, where: str) -> None:
+    """The sequence and its assertions, from the service's first Ready (times from its creation, as the transitions')."""
+    began = svc.recorder.started
     phases: list[str] = []
 
     def done(phase: str) -> None:
@@ -213,8 +232,8 @@ async def test_ready_stays_true_through_canary_promotion_rollback_gitops_and_sca
     s = await svc.until(lambda s: (condition(s, "CanaryRolledBack") or ("",))[0] == "True" and settled(s), "the rollback")
     assert condition(s, "CanaryRolledBack") in (("True", "ModelLoadFailed"), ("True", "CrashLoopBackOff"))
     assert traffic(s) == [("stable", uri("V002"), 100), ("canary", uri("V003"), 0)]
-    await eventually(lambda: _deployments_are(svc, {f"{NAME}-predictor": (uri("V002"), 4), f"{NAME}-predictor-canary": (uri("V003"), 0)}),
-                     timeout=PHASE_TIMEOUT, what="the broken canary scaled to 0")
+    await svc.until_deployments({f"{NAME}-predictor": (uri("V002"), 4), f"{NAME}-predictor-canary": (uri("V003"), 0)},
+                                "the broken canary scaled to 0")
     done("rollback")
 
     # 3. A good canary (V004), then GitOps: spec.model := V004, no spec.canary. One Deployment serving V004.
@@ -223,7 +242,7 @@ async def test_ready_stays_true_through_canary_promotion_rollback_gitops_and_sca
     await svc.patch({"model": model("V004"), "canary": None})
     s = await svc.until(lambda s: "canary" not in s and "promoted" not in s and traffic(s) == [("stable", uri("V004"), 100)] and settled(s),
                         "the GitOps promotion")
-    assert await _deployments_are(svc, {f"{NAME}-predictor": (uri("V004"), 4)})
+    assert await svc.deployments() == {f"{NAME}-predictor": (uri("V004"), 4)}
     done("GitOps promotion")
 
     # 4. A canary (V005) beside it while the stable revision scales 4 -> 2 -> 4; then the canary removed.
@@ -235,7 +254,7 @@ async def test_ready_stays_true_through_canary_promotion_rollback_gitops_and_sca
         done(f"scaled to {replicas}")
     await svc.patch({"canary": None})
     s = await svc.until(lambda s: "canary" not in s and traffic(s) == [("stable", uri("V004"), 100)] and settled(s), "the canary removed")
-    assert await _deployments_are(svc, {f"{NAME}-predictor": (uri("V004"), 4)})
+    assert await svc.deployments() == {f"{NAME}-predictor": (uri("V004"), 4)}
     assert condition(s, "CanaryReady") is None and condition(s, "CanaryRolledBack") is None
     done("canary removed")
     # A little more load after the last change: requests answered (or not) since it.
@@ -248,16 +267,17 @@ async def test_ready_stays_true_through_canary_promotion_rollback_gitops_and_sca
 
     tally, recorder = svc.tally, svc.recorder
     answers = {label.split("-")[-1] if "-" in label else "v1" for label in tally.answers}
-    print(f"\nrollout sequence: {recorder.count('Ready')} Ready transitions (the first: False at creation), {len(recorder.transitions)} condition transitions, "
-          f"{tally.total} requests, {len(tally.failures)} failed; answers by model {dict(tally.answers)}")
+    print(f"\nrollout sequence {where}: {recorder.count('Ready')} Ready transitions (the first: False at creation), "
+          f"{len(recorder.transitions)} condition transitions, {tally.total} requests, {len(tally.failures)} failed; "
+          f"answers by model {dict(tally.answers)}")
     for phase in phases:
         print(f"  {phase}")
     for entry in recorder.transitions:
         print(f"  {entry}")
-    assert recorder.lies == [], recorder.lies
+    assert recorder.ready_once and recorder.lies == [], recorder.lies
     assert tally.failures == [], tally.failures[:5]
     assert tally.total > 100 and {"v1", "v2", "v4", "v5"} <= answers
 
 
-async def _deployments_are(svc: Service, want: dict[str, tuple[str, int]]) -> bool:
-    return await svc.deployments() == want
+async def test_ready_stays_true_through_canary_promotion_rollback_gitops_and_scaling(service: Service) -> None:
+    await run_sequence(service, "in the sandbox")
