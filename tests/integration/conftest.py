@@ -412,15 +412,32 @@ def reconciliations(monkeypatch: pytest.MonkeyPatch) -> Reconciliations:
     return record
 
 
-@pytest.fixture
-async def operator(backend: Backend) -> AsyncIterator[Operator]:
+@contextlib.asynccontextmanager
+async def operator_running(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch | None = None, *, strict_stop: bool = False, **env: str,
+) -> AsyncIterator[Operator]:
+    """The operator, started, with these settings (ASCEND_MLOPS_<KEY>, through `monkeypatch`); stopped after.
+
+    `strict_stop`: a crash or a hang found when stopping it fails the test (otherwise it is ignored)."""
+    for key, value in env.items():
+        assert monkeypatch is not None, "settings need monkeypatch (they are environment variables)"
+        monkeypatch.setenv(f"ASCEND_MLOPS_{key}", value)
     op = Operator(backend)
     await op.start()
     try:
         yield op
     finally:
-        with contextlib.suppress(Exception):
+        if strict_stop:
             await op.stop()
+        else:
+            with contextlib.suppress(Exception):
+                await op.stop()
+
+
+@pytest.fixture
+async def operator(backend: Backend) -> AsyncIterator[Operator]:
+    async with operator_running(backend) as op:
+        yield op
 
 
 def gateway_crds(backend: Backend) -> list[dict[str, Any]]:

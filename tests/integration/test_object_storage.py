@@ -15,7 +15,14 @@ import pytest
 
 from ascend_mlops.api import constants, contract
 from ascend_mlops.reconcilers import credentials
-from tests.integration.conftest import Backend, Cluster, Operator, eventually, terminated
+from tests.integration.conftest import (
+    Backend,
+    Cluster,
+    Operator,
+    eventually,
+    operator_running,
+    terminated,
+)
 from tests.integration.test_conversion import conversion
 from tests.integration.test_inference import DEPLOYMENT, deployment, service
 from tests.integration.test_training import SUMMARY, job, pod_names, wait_pod
@@ -40,14 +47,8 @@ def fast_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def operator_with_default_secret(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
-    monkeypatch.setenv("ASCEND_MLOPS_STORAGE_SECRET", "storage-creds")
-    monkeypatch.setenv("ASCEND_MLOPS_SCRATCH_SIZE", "8Gi")
-    op = Operator(backend)
-    await op.start()
-    try:
+    async with operator_running(backend, monkeypatch, STORAGE_SECRET="storage-creds", SCRATCH_SIZE="8Gi", strict_stop=True) as op:
         yield op
-    finally:
-        await op.stop()
 
 
 def secret(name: str, keys: dict[str, str] | None = None) -> dict[str, Any]:

@@ -18,7 +18,14 @@ from ascend_mlops import status as st
 from ascend_mlops.api import constants
 from ascend_mlops.api.constants import Reason
 from ascend_mlops.settings import ENV_POD_START_TIMEOUT
-from tests.integration.conftest import Backend, Cluster, Operator, eventually, running
+from tests.integration.conftest import (
+    Backend,
+    Cluster,
+    Operator,
+    eventually,
+    operator_running,
+    running,
+)
 from tests.integration.test_inference import converted, server_pod, service, set_deployment_status
 from tests.integration.test_training import job, wait_pod
 
@@ -31,12 +38,8 @@ MOUNT_ERROR = (
 @pytest.fixture
 async def operator_quick_to_tell(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
     monkeypatch.setenv(ENV_POD_START_TIMEOUT, str(TIMEOUT))
-    op = Operator(backend)
-    await op.start()
-    try:
+    async with operator_running(backend, strict_stop=True) as op:
         yield op
-    finally:
-        await op.stop()
 
 
 async def scheduled_but_waiting(cluster: Cluster, name: str, container: str, waiting: dict[str, str]) -> None:

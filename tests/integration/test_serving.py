@@ -6,9 +6,7 @@ for what cannot work (naming the field and the fix)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,14 @@ import yaml
 from ascend_mlops import metrics
 from ascend_mlops.api import constants, contract
 from ascend_mlops.kube import ApiError
-from tests.integration.conftest import Backend, Cluster, Operator, eventually, wait_served
+from tests.integration.conftest import (
+    Backend,
+    Cluster,
+    Operator,
+    eventually,
+    operator_running,
+    wait_served,
+)
 from tests.integration.test_canary import roll_out
 
 KIND = constants.INFERENCE_SERVICE
@@ -36,20 +41,6 @@ SCALED_OBJECT = (constants.KEDA_API_VERSION, constants.SCALEDOBJECTS)
 
 def isvc(name: str = NAME, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": constants.API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": {"model": {"uri": V1}, **spec}}
-
-
-@contextlib.asynccontextmanager
-async def running(backend: Backend, monkeypatch: pytest.MonkeyPatch, **env: str) -> AsyncIterator[Operator]:
-    """The operator with these settings (ASCEND_MLOPS_<KEY>)."""
-    for key, value in env.items():
-        monkeypatch.setenv(f"ASCEND_MLOPS_{key}", value)
-    op = Operator(backend)
-    await op.start()
-    try:
-        yield op
-    finally:
-        with contextlib.suppress(Exception):
-            await op.stop()
 
 
 async def child(cluster: Cluster, resource: tuple[str, str], name: str = NAME) -> dict[str, Any] | None:
@@ -103,7 +94,7 @@ async def ascend_node(cluster: Cluster, name: str, devices: int) -> None:
 
 # --- exposure ---------------------------------------------------------------------------------------
 async def test_ingress_hosts_backend_tls_and_urls(backend: Backend, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with running(backend, monkeypatch, DOMAIN=DOMAIN, INGRESS_CLASS="nginx"):
+    async with operator_running(backend, monkeypatch, DOMAIN=DOMAIN, INGRESS_CLASS="nginx"):
         await cluster.create(isvc(exposure={"type": "Ingress", "tlsSecretName": "flowers-tls"}))
         ingress = await eventually(lambda: child(cluster, INGRESS), what="the Ingress")
         host = f"{NAME}.{cluster.namespace}.{DOMAIN}"
@@ -140,7 +131,7 @@ async def test_ingress_hosts_backend_tls_and_urls(backend: Backend, cluster: Clu
 async def test_httproute_exposure_shares_the_canary_route(
     backend: Backend, cluster: Cluster, gateway_api: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with running(backend, monkeypatch, GATEWAY="gateway-system/public", DOMAIN=DOMAIN):
+    async with operator_running(backend, monkeypatch, GATEWAY="gateway-system/public", DOMAIN=DOMAIN):
         await cluster.create(isvc(exposure={"type": "HTTPRoute", "host": "flowers.example.com"}))
         route = await eventually(lambda: child(cluster, (constants.GATEWAY_API_VERSION, constants.HTTPROUTES)), what="the HTTPRoute")
         assert route["spec"]["hostnames"] == ["flowers.example.com"]
@@ -384,7 +375,7 @@ async def test_keda_scaled_object_once_its_crd_is_served(backend: Backend, clust
     # KEDA installed: its CRD created through the API, as `helm install keda` would (removed after a [real] run).
     await cluster.client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, yaml.safe_load(KEDA_CRD.read_text()))
     await wait_served(cluster, *SCALED_OBJECT)
-    async with running(backend, monkeypatch, PROMETHEUS_ADDRESS=PROMETHEUS):
+    async with operator_running(backend, monkeypatch, PROMETHEUS_ADDRESS=PROMETHEUS):
         await cluster.create(isvc(autoscaling={"minReplicas": 2, "maxReplicas": 5, "target": 3}))
         scaled = await eventually(lambda: child(cluster, SCALED_OBJECT, DEPLOYMENT), what="the ScaledObject")
         spec = scaled["spec"]
